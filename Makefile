@@ -1,0 +1,47 @@
+# crowdbayes: `make demo` and `make test` build .venv from nothing when it is missing.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PIP_FLAGS ?= --disable-pip-version-check --progress-bar off -q
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow lint typecheck check clean venv
+
+# Each stamp depends on pyproject.toml, so editing dependencies reinstalls.
+$(VENV)/.base-stamp: pyproject.toml
+	@test -x $(PY) || { PYBIN=$$(scripts/find-python.sh) && echo "creating $(VENV) with $$PYBIN" && $$PYBIN -m venv $(VENV); }
+	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	$(PY) -m pip install $(PIP_FLAGS) -e .
+	@touch $@
+
+$(VENV)/.test-stamp: $(VENV)/.base-stamp pyproject.toml
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[test]"
+	@touch $@
+
+$(VENV)/.dev-stamp: $(VENV)/.test-stamp pyproject.toml
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]"
+	@touch $@
+
+venv: $(VENV)/.base-stamp
+
+demo: $(VENV)/.base-stamp
+	$(BIN)/crowdbayes demo --out demo-output
+
+test: $(VENV)/.test-stamp
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.test-stamp
+	$(PY) -m pytest --run-slow $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-stamp
+	$(BIN)/ruff check crowdbayes tests
+	$(BIN)/ruff format --check crowdbayes tests
+
+typecheck: $(VENV)/.dev-stamp
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

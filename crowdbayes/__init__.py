@@ -1,0 +1,68 @@
+"""crowdbayes: hierarchical Bayesian models of annotator reliability for crowd labels.
+
+Fit a model to a table of crowd labels (one row per label given) and read, per item, a posterior
+over the true label; per annotator, a posterior confusion matrix and accuracy; the category
+prevalence; and the diagnostics needed to trust them.
+
+Examples
+--------
+>>> import crowdbayes as cb
+>>> sim = cb.simulate_dawid_skene(n_items=100, n_annotators=8, random_seed=0)
+>>> fit = cb.DawidSkene().fit(sim.annotations, method="map", random_seed=0)
+>>> fit.labels_.columns[:3].tolist()
+['label', 'probability', 'entropy']
+"""
+
+from crowdbayes.data import AnnotationData, encode_annotations, read_annotations, read_gold
+from crowdbayes.diagnostics import Diagnostics, SamplingWarning
+from crowdbayes.estimators import (
+    MODELS,
+    ClassConditional,
+    CrowdModel,
+    DawidSkene,
+    HierarchicalDawidSkene,
+    MajorityVote,
+    NotFittedError,
+    OneCoin,
+    get_model,
+)
+from crowdbayes.models import (
+    ClassConditionalPriors,
+    DawidSkenePriors,
+    HierarchicalDawidSkenePriors,
+    OneCoinPriors,
+)
+from crowdbayes.results import FitResult
+from crowdbayes.simulate import (
+    Simulation,
+    simulate_dawid_skene,
+    simulate_hierarchical_dawid_skene,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS",
+    "AnnotationData",
+    "ClassConditional",
+    "ClassConditionalPriors",
+    "CrowdModel",
+    "DawidSkene",
+    "DawidSkenePriors",
+    "Diagnostics",
+    "FitResult",
+    "HierarchicalDawidSkene",
+    "HierarchicalDawidSkenePriors",
+    "MajorityVote",
+    "NotFittedError",
+    "OneCoin",
+    "OneCoinPriors",
+    "SamplingWarning",
+    "Simulation",
+    "encode_annotations",
+    "get_model",
+    "read_annotations",
+    "read_gold",
+    "simulate_dawid_skene",
+    "simulate_hierarchical_dawid_skene",
+]

@@ -1,0 +1,195 @@
+"""Closed-form MAP-EM for the confusion-matrix models: starting values and fast point estimates.
+
+This is the model-specific EM of Dawid & Skene (1979) with the Dirichlet / Beta prior
+pseudo-counts added in the M-step, so its fixed point is the posterior mode (densities without
+Jacobian, as :func:`pymc.find_MAP`). It starts from majority vote. It is not a general optimiser:
+it exists to start NUTS in the labelled mode (guarding against label switching) and to give
+``method="map"`` in milliseconds.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from crowdbayes.data import AnnotationData
+from crowdbayes.models._likelihood import label_log_posterior
+
+__all__ = ["EMResult", "vote_shares", "em_confusion"]
+
+Structure = Literal["full", "class_conditional", "one_coin"]
+_FLOOR = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class EMResult:
+    """The posterior mode found by :func:`em_confusion`.
+
+    Attributes
+    ----------
+    prevalence : numpy.ndarray, shape (category,)
+    confusion : numpy.ndarray, shape (annotator, true_category, category)
+    accuracy : numpy.ndarray
+        Shape (annotator, true_category) for ``class_conditional``, (annotator,) for
+        ``one_coin``, the confusion diagonal for ``full``.
+    label_posterior : numpy.ndarray, shape (item, category)
+    log_posterior : float
+        Log-likelihood plus log prior density (without normalising constants) at the mode.
+    n_iter : int
+    converged : bool
+    """
+
+    prevalence: np.ndarray
+    confusion: np.ndarray
+    accuracy: np.ndarray
+    label_posterior: np.ndarray
+    log_posterior: float
+    n_iter: int
+    converged: bool
+
+
+def vote_shares(data: AnnotationData) -> np.ndarray:
+    """Share of each item's labels that went to each category (gold items: their gold label).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from crowdbayes.data import encode_annotations
+    >>> df = pd.DataFrame({"item": [1, 1, 1], "annotator": ["a", "b", "c"], "label": [0, 0, 1]})
+    >>> vote_shares(encode_annotations(df)).round(3).tolist()
+    [[0.667, 0.333]]
+    """
+    counts = np.zeros((data.n_items, data.n_categories))
+    np.add.at(counts, (data.item_index, data.label_index), 1.0)
+    shares = counts / counts.sum(axis=1, keepdims=True)
+    known = data.gold_index >= 0
+    if known.any():
+        shares[known] = 0.0
+        shares[known, data.gold_index[known]] = 1.0
+    return shares
+
+
+def _label_counts(data: AnnotationData, weights: np.ndarray) -> np.ndarray:
+    """Expected counts N[j, k, l] = sum over rows of count * weights[item, k] * [label = l]."""
+    rows = data.compressed
+    n_j, n_k = data.n_annotators, data.n_categories
+    key = rows.annotator_index * n_k + rows.label_index
+    out = np.empty((n_j, n_k, n_k))
+    for k in range(n_k):
+        w = rows.count * weights[rows.item_index, k]
+        out[:, k, :] = np.bincount(key, weights=w, minlength=n_j * n_k).reshape(n_j, n_k)
+    return out
+
+
+def _normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.maximum(x, 0.0) + _FLOOR
+    return x / x.sum(axis=axis, keepdims=True)
+
+
+def _accuracy_to_confusion(accuracy: np.ndarray, n_categories: int) -> np.ndarray:
+    acc = accuracy if accuracy.ndim == 2 else np.repeat(accuracy[:, None], n_categories, axis=1)
+    eye = np.eye(n_categories)
+    return acc[:, :, None] * eye + ((1.0 - acc) / (n_categories - 1))[:, :, None] * (1.0 - eye)
+
+
+def em_confusion(
+    data: AnnotationData,
+    *,
+    structure: Structure = "full",
+    prevalence_concentration: np.ndarray | float = 3.0,
+    confusion_concentration: np.ndarray | None = None,
+    accuracy_prior: tuple[float, float] = (4.8, 3.2),
+    max_iter: int = 500,
+    tol: float = 1e-8,
+) -> EMResult:
+    """Find the posterior mode of a confusion-matrix model by EM, starting from majority vote.
+
+    Parameters
+    ----------
+    data : AnnotationData
+    structure : {"full", "class_conditional", "one_coin"}
+        Which confusion structure: Dawid-Skene, one accuracy per annotator and category, one
+        accuracy per annotator.
+    prevalence_concentration : float or array of shape (category,)
+    confusion_concentration : array of shape (annotator, category, category), optional
+        Dirichlet concentrations for ``full`` (default: rater's pseudo-count 8, accuracy 0.6).
+    accuracy_prior : (float, float)
+        Beta prior of accuracies for the other structures.
+    max_iter : int
+    tol : float
+        Stop when the log posterior changes by less than ``tol`` times its magnitude.
+
+    Returns
+    -------
+    EMResult
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> sim = simulate_dawid_skene(n_items=300, n_annotators=10, random_seed=0)
+    >>> em = em_confusion(sim.data)
+    >>> em.converged
+    True
+    >>> bool((em.label_posterior.argmax(1) == sim.true_labels.to_numpy()).mean() > 0.9)
+    True
+    """
+    from crowdbayes.models._priors import dirichlet_confusion
+
+    n_j, n_k = data.n_annotators, data.n_categories
+    alpha = np.broadcast_to(np.asarray(prevalence_concentration, dtype=float), (n_k,))
+    if structure == "full":
+        beta = (
+            np.broadcast_to(dirichlet_confusion(8.0, 0.6, n_k), (n_j, n_k, n_k))
+            if confusion_concentration is None
+            else np.broadcast_to(confusion_concentration, (n_j, n_k, n_k))
+        )
+    elif structure not in ("class_conditional", "one_coin"):
+        raise ValueError(f"unknown structure {structure!r}")
+    a0, b0 = accuracy_prior
+
+    posterior = vote_shares(data)
+    previous = -np.inf
+    log_post = -np.inf
+    converged = False
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        # M-step: posterior mode given expected counts.
+        prevalence = _normalise(posterior.sum(axis=0) + alpha - 1.0)
+        counts = _label_counts(data, posterior)
+        if structure == "full":
+            confusion = _normalise(counts + beta - 1.0)
+            accuracy = np.diagonal(confusion, axis1=1, axis2=2).copy()
+        else:
+            correct = np.diagonal(counts, axis1=1, axis2=2)
+            total = counts.sum(axis=2)
+            if structure == "one_coin":
+                correct, total = correct.sum(axis=1), total.sum(axis=1)
+            accuracy = np.clip((correct + a0 - 1.0) / (total + a0 + b0 - 2.0), _FLOOR, 1.0 - _FLOOR)
+            confusion = _accuracy_to_confusion(accuracy, n_k)
+        # E-step.
+        log_label_post, item_ll = label_log_posterior(
+            np.log(prevalence)[None], np.log(confusion)[None], data
+        )
+        posterior = np.exp(log_label_post[0])
+        log_prior = float(((alpha - 1.0) * np.log(prevalence)).sum())
+        if structure == "full":
+            log_prior += float(((beta - 1.0) * np.log(confusion)).sum())
+        else:
+            log_prior += float(
+                ((a0 - 1.0) * np.log(accuracy) + (b0 - 1.0) * np.log1p(-accuracy)).sum()
+            )
+        log_post = float(item_ll.sum()) + log_prior
+        if abs(log_post - previous) <= tol * max(1.0, abs(log_post)):
+            converged = True
+            break
+        previous = log_post
+    return EMResult(
+        prevalence=prevalence,
+        confusion=confusion,
+        accuracy=accuracy,
+        label_posterior=posterior,
+        log_posterior=log_post,
+        n_iter=n_iter,
+        converged=converged,
+    )

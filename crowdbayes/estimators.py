@@ -1,0 +1,800 @@
+"""Estimators: scikit-learn-shaped wrappers that validate, build, fit and summarise.
+
+Settings (priors) go to ``__init__`` and are stored unmodified; data go to ``fit``, which returns
+``self``; fitted state lives in attributes ending in ``_`` (``result_``, ``datatree_``,
+``labels_``...). The model itself is built by a pure function in :mod:`crowdbayes.models`.
+"""
+
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import xarray as xr
+
+from crowdbayes.data import AnnotationData, encode_annotations
+from crowdbayes.diagnostics import (
+    Diagnostics,
+    SamplingWarning,
+    chain_permutations,
+    compute_diagnostics,
+)
+from crowdbayes.em import EMResult, em_confusion, vote_shares
+from crowdbayes.inference import (
+    Sampler,
+    check_random_seed,
+    find_map,
+    sample_posterior,
+    seed_to_int,
+)
+from crowdbayes.models import (
+    ClassConditionalPriors,
+    DawidSkenePriors,
+    HierarchicalDawidSkenePriors,
+    OneCoinPriors,
+    build_class_conditional,
+    build_dawid_skene,
+    build_hierarchical_dawid_skene,
+    build_one_coin,
+)
+from crowdbayes.models._likelihood import iter_label_log_posterior
+from crowdbayes.models.hierarchical_dawid_skene import off_diagonal_coords
+from crowdbayes.results import FitResult, interval_summary, make_provenance, point_summary
+
+__all__ = [
+    "NotFittedError",
+    "CrowdModel",
+    "MajorityVote",
+    "DawidSkene",
+    "ClassConditional",
+    "OneCoin",
+    "HierarchicalDawidSkene",
+    "MODELS",
+    "get_model",
+]
+
+Method = Literal["nuts", "map"]
+#: Store the per-item log-likelihood when draws x items is at most this.
+MAX_LOG_LIKELIHOOD_ELEMENTS = 20_000_000
+
+AnnotationsLike = "pd.DataFrame | str | os.PathLike[str] | AnnotationData"
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a fitted attribute is read before ``fit``."""
+
+
+class CrowdModel:
+    """Base class of every estimator: fitted-state accessors and crowd-kit shortcuts."""
+
+    name: ClassVar[str] = ""
+    result_: FitResult
+
+    # ------------------------------------------------------------------ fitted state
+    def _check_fitted(self) -> FitResult:
+        result = self.__dict__.get("result_")
+        if result is None:
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call .fit(annotations) first"
+            )
+        return result
+
+    @property
+    def datatree_(self) -> xr.DataTree:
+        """The fitted :class:`xarray.DataTree` (see :mod:`crowdbayes.results`)."""
+        return self._check_fitted().datatree
+
+    @property
+    def labels_(self) -> pd.DataFrame:
+        """Per item: posterior mode, its probability, entropy and P(each category)."""
+        return self._check_fitted().labels()
+
+    @property
+    def label_probs_(self) -> pd.DataFrame:
+        """Posterior probability of each item's true category (items x categories)."""
+        return self._check_fitted().label_probabilities()
+
+    @property
+    def annotators_(self) -> pd.DataFrame:
+        """Per annotator: number of labels, accuracy and its 94 % interval."""
+        return self._check_fitted().annotators()
+
+    @property
+    def prevalence_(self) -> pd.DataFrame:
+        """Category prevalence with 94 % intervals."""
+        return self._check_fitted().prevalence()
+
+    @property
+    def confusion_(self) -> pd.DataFrame:
+        """Annotators' confusion matrices (long format) with 94 % intervals."""
+        return self._check_fitted().confusion()
+
+    @property
+    def diagnostics_(self) -> Diagnostics:
+        """Convergence diagnostics of the fit."""
+        return self._check_fitted().diagnostics
+
+    def fit(self, annotations: Any, **kwargs: Any) -> "CrowdModel":
+        """Fit the model to annotations; see the subclass."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ crowd-kit API
+    def fit_predict(self, annotations: Any, **fit_kwargs: Any) -> "pd.Series[Any]":
+        """Fit, then return each item's most probable label (crowd-kit's ``fit_predict``).
+
+        Returns
+        -------
+        pandas.Series
+            Named ``agg_label``, indexed by the item column's name (``task`` for crowd-kit
+            input).
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"task": [1, 1, 1, 2, 2, 2], "worker": list("abcabc"),
+        ...                    "label": [0, 0, 1, 1, 1, 1]})
+        >>> MajorityVote().fit_predict(df, random_seed=0).to_dict()
+        {1: 0, 2: 1}
+        """
+        result = self.fit(annotations, **fit_kwargs).result_
+        labels = result.labels()["label"].rename("agg_label")
+        labels.index.name = result.data.column_names["item"]
+        return labels
+
+    def fit_predict_proba(self, annotations: Any, **fit_kwargs: Any) -> pd.DataFrame:
+        """Fit, then return P(each category) per item (crowd-kit's ``fit_predict_proba``).
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"task": [1, 1, 1, 2, 2, 2], "worker": list("abcabc"),
+        ...                    "label": [0, 0, 1, 1, 1, 1]})
+        >>> MajorityVote().fit_predict_proba(df, random_seed=0).round(2).to_numpy().tolist()
+        [[0.67, 0.33], [0.0, 1.0]]
+        """
+        result = self.fit(annotations, **fit_kwargs).result_
+        probs = result.label_probabilities()
+        probs.index.name = result.data.column_names["item"]
+        probs.columns.name = None
+        return probs
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor settings, as stored (scikit-learn convention)."""
+        return {}
+
+
+def _as_data(
+    annotations: Any,
+    *,
+    gold: Any,
+    categories: Sequence[Hashable] | None,
+    item_col: str,
+    annotator_col: str,
+    label_col: str,
+) -> AnnotationData:
+    if isinstance(annotations, AnnotationData):
+        if gold is not None or categories is not None:
+            raise ValueError(
+                "gold and categories are set when encoding; pass them to encode_annotations"
+            )
+        return annotations
+    return encode_annotations(
+        annotations,
+        item_col=item_col,
+        annotator_col=annotator_col,
+        label_col=label_col,
+        categories=categories,
+        gold=gold,
+    )
+
+
+def _summary_dataset(
+    data: AnnotationData,
+    probabilities: np.ndarray,
+    mode: np.ndarray,
+) -> xr.Dataset:
+    """Item-level summaries from label probabilities (shared by every estimator)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(probabilities > 0, probabilities * np.log(probabilities), 0.0)
+    items = data.items.to_numpy()
+    categories = data.categories.to_numpy()
+    return xr.Dataset(
+        {
+            "label_probability": (("item", "category"), probabilities),
+            "label_mode": ("item", categories[mode]),
+            "label_mode_probability": ("item", probabilities[np.arange(len(mode)), mode]),
+            "label_entropy": ("item", -plogp.sum(axis=1)),
+            "n_labels": (
+                "annotator",
+                np.bincount(data.annotator_index, minlength=data.n_annotators),
+            ),
+        },
+        coords={
+            "item": items,
+            "category": categories,
+            "annotator": data.annotators.to_numpy(),
+        },
+    )
+
+
+def _data_groups(data: AnnotationData) -> dict[str, xr.DataTree]:
+    coords = {"annotation": np.arange(data.n_annotations)}
+    observed = xr.Dataset(
+        {"label": ("annotation", data.categories.to_numpy()[data.label_index])}, coords=coords
+    )
+    constant = xr.Dataset(
+        {
+            "item_index": ("annotation", data.item_index),
+            "annotator_index": ("annotation", data.annotator_index),
+            "gold_index": ("item", data.gold_index),
+        },
+        coords={**coords, "item": data.items.to_numpy()},
+    )
+    return {"observed_data": xr.DataTree(observed), "constant_data": xr.DataTree(constant)}
+
+
+class MajorityVote(CrowdModel):
+    """Majority vote: each item's most frequent label, vote shares as probabilities.
+
+    Ties are broken at random (seeded by ``random_seed`` in :meth:`fit`). Annotator accuracy is
+    the share of an annotator's labels that agree with the majority label; prevalence is the
+    mean of the vote shares. No intervals (the table columns hold NaN).
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> sim = simulate_dawid_skene(n_items=100, n_annotators=10, random_seed=0)
+    >>> mv = MajorityVote().fit(sim.annotations, random_seed=0)
+    >>> bool((mv.labels_["label"] == sim.true_labels).mean() > 0.8)
+    True
+    """
+
+    name = "majority-vote"
+
+    def fit(
+        self,
+        annotations: Any,
+        *,
+        gold: Any = None,
+        categories: Sequence[Hashable] | None = None,
+        item_col: str = "item",
+        annotator_col: str = "annotator",
+        label_col: str = "label",
+        random_seed: int | np.random.Generator | None = None,
+        **ignored: Any,
+    ) -> "MajorityVote":
+        """Count the votes.
+
+        Parameters
+        ----------
+        annotations : DataFrame, CSV path or AnnotationData
+        gold : optional
+            Known labels: those items get probability 1 on their gold label.
+        categories : sequence, optional
+        item_col, annotator_col, label_col : str
+        random_seed : int, numpy.random.Generator or None
+            Seeds the tie-break.
+        **ignored
+            Sampler settings, accepted so that every model can be called alike.
+
+        Returns
+        -------
+        MajorityVote
+        """
+        data = _as_data(
+            annotations,
+            gold=gold,
+            categories=categories,
+            item_col=item_col,
+            annotator_col=annotator_col,
+            label_col=label_col,
+        )
+        seed = seed_to_int(random_seed)
+        rng = check_random_seed(seed)
+        shares = vote_shares(data)
+        top = shares == shares.max(axis=1, keepdims=True)
+        noise = rng.random(shares.shape)
+        mode = np.argmax(np.where(top, noise, -1.0), axis=1)
+        summary = _summary_dataset(data, shares, mode)
+        agree = (mode[data.item_index] == data.label_index).astype(float)
+        accuracy = np.bincount(data.annotator_index, weights=agree, minlength=data.n_annotators)
+        accuracy /= np.maximum(summary["n_labels"].to_numpy(), 1)
+        nan_j = np.full(data.n_annotators, np.nan)
+        summary["annotator_accuracy"] = (
+            ("annotator", "statistic"),
+            np.stack([accuracy, nan_j, nan_j], axis=1),
+        )
+        prev = shares.mean(axis=0)
+        nan_k = np.full(data.n_categories, np.nan)
+        summary["prevalence"] = (("category", "statistic"), np.stack([prev, nan_k, nan_k], 1))
+        summary = summary.assign_coords(statistic=["mean", "lower", "upper"])
+        attrs = make_provenance(
+            model=self.name,
+            priors={},
+            method="vote",
+            sampler=None,
+            draws=None,
+            tune=None,
+            chains=None,
+            random_seed=seed,
+            n_annotations=data.n_annotations,
+            diagnostics=Diagnostics().to_dict(),
+        )
+        tree = xr.DataTree(dataset=xr.Dataset(attrs=attrs))
+        for name, group in _data_groups(data).items():
+            tree[name] = group
+        tree["summary"] = xr.DataTree(summary)
+        self.result_ = FitResult(datatree=tree, data=data)
+        return self
+
+
+class BayesianCrowdModel(CrowdModel):
+    """Base of the Bayesian confusion-matrix models: fit by NUTS or MAP, then summarise.
+
+    Subclasses set ``name``, ``priors_class``, ``builder`` and how EM starting values map onto
+    their free variables.
+    """
+
+    priors_class: ClassVar[type]
+    #: Global parameters checked by R-hat / ESS.
+    diagnostic_vars: ClassVar[tuple[str, ...]] = ("prevalence", "confusion")
+    #: Whether relabelling a chain's true categories is an exact symmetry of the likelihood.
+    relabel_exact: ClassVar[bool] = False
+    em_structure: ClassVar[str] = "full"
+
+    def __init__(self, priors: Any = None) -> None:
+        self.priors = priors
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor settings, as stored."""
+        return {"priors": self.priors}
+
+    # -- hooks ------------------------------------------------------------
+    def _resolved_priors(self) -> Any:
+        if self.priors is None:
+            return self.priors_class()
+        if isinstance(self.priors, Mapping):
+            return self.priors_class(**self.priors)
+        if not isinstance(self.priors, self.priors_class):
+            raise ValueError(
+                f"priors for {self.name} must be a {self.priors_class.__name__} or a dict of its "
+                f"fields, not {type(self.priors).__name__}"
+            )
+        return self.priors
+
+    def build_model(self, data: AnnotationData) -> pm.Model:
+        """Build the PyMC model for ``data`` with this estimator's priors.
+
+        Examples
+        --------
+        >>> from crowdbayes.simulate import simulate_dawid_skene
+        >>> data = simulate_dawid_skene(n_items=10, n_annotators=3, random_seed=0).data
+        >>> DawidSkene().build_model(data).coords["annotator"]
+        ('a0', 'a1', 'a2')
+        """
+        return self.build_model_with(data, self._resolved_priors())
+
+    def _em(self, data: AnnotationData, priors: Any) -> EMResult:
+        return em_confusion(data, structure="full")
+
+    def _initial_values(self, em: EMResult, data: AnnotationData) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _map_posterior(self, model: pm.Model, em: EMResult, data: AnnotationData) -> xr.Dataset:
+        return find_map(model, start=self._initial_values(em, data))
+
+    # -- fitting --------------------------------------------------------------
+    def fit(
+        self,
+        annotations: Any,
+        *,
+        gold: Any = None,
+        categories: Sequence[Hashable] | None = None,
+        item_col: str = "item",
+        annotator_col: str = "annotator",
+        label_col: str = "label",
+        method: Method = "nuts",
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        sampler: Sampler = "nutpie",
+        random_seed: int | np.random.Generator | None = None,
+        target_accept: float | None = None,
+        progressbar: bool = True,
+        cores: int | None = None,
+    ) -> "BayesianCrowdModel":
+        """Fit the model: posterior by NUTS (default) or its mode (``method="map"``).
+
+        Parameters
+        ----------
+        annotations : DataFrame, CSV path or AnnotationData
+            One row per label given.
+        gold : DataFrame, Series, mapping or path, optional
+            Known true labels for some items: observed true labels in the model.
+        categories : sequence, optional
+            The full category set (default: the labels seen).
+        item_col, annotator_col, label_col : str
+            Column names (crowd-kit's ``task`` / ``worker`` are accepted).
+        method : {"nuts", "map"}
+            Full posterior by NUTS, or the posterior mode (EM / L-BFGS) in a fraction of the
+            time, without intervals.
+        draws, tune, chains : int
+        sampler : {"nutpie", "pymc", "numpyro", "blackjax"}
+        random_seed : int, numpy.random.Generator or None
+            The integer seed used is recorded in the result.
+        target_accept : float, optional
+        progressbar : bool
+        cores : int, optional
+
+        Returns
+        -------
+        self
+        """
+        if method not in ("nuts", "map"):
+            raise ValueError(f"method must be 'nuts' or 'map', not {method!r}")
+        priors = self._resolved_priors()
+        data = _as_data(
+            annotations,
+            gold=gold,
+            categories=categories,
+            item_col=item_col,
+            annotator_col=annotator_col,
+            label_col=label_col,
+        )
+        seed = seed_to_int(random_seed)
+        em = self._em(data, priors)
+        model = self.build_model_with(data, priors)
+        permuted: list[int] = []
+        relabelled = True
+        if method == "map":
+            posterior = self._map_posterior(model, em, data)
+            sample_stats = None
+        else:
+            tree = sample_posterior(
+                model,
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                sampler=sampler,
+                random_seed=seed,
+                initvals=self._initial_values(em, data),
+                target_accept=target_accept,
+                progressbar=progressbar,
+                cores=cores,
+            )
+            posterior = tree["posterior"].to_dataset()
+            sample_stats = tree["sample_stats"].to_dataset()
+            posterior, sample_stats, permuted, relabelled = self._fix_label_switching(
+                posterior, sample_stats, data
+            )
+        posterior = _with_annotator_accuracy(posterior)
+        summary, log_lik = _posterior_summaries(posterior, data, point=method == "map")
+        if method == "map":
+            diagnostics = Diagnostics(n_draws=1)
+        else:
+            diag_vars = [v for v in self.diagnostic_vars if v in posterior]
+            diagnostics = compute_diagnostics(
+                posterior,
+                sample_stats,
+                diag_vars,
+                permuted_chains=permuted,
+                relabelled=relabelled,
+            )
+            for message in diagnostics.messages:
+                warnings.warn(f"{self.name}: {message}", SamplingWarning, stacklevel=2)
+        attrs = make_provenance(
+            model=self.name,
+            priors=priors.to_dict(),
+            method=method,
+            sampler=sampler if method == "nuts" else None,
+            draws=int(draws) if method == "nuts" else None,
+            tune=int(tune) if method == "nuts" else None,
+            chains=int(posterior.sizes["chain"]) if method == "nuts" else None,
+            random_seed=seed,
+            n_annotations=data.n_annotations,
+            diagnostics=diagnostics.to_dict(),
+            em_iterations=em.n_iter,
+        )
+        result_tree = xr.DataTree(dataset=xr.Dataset(attrs=attrs))
+        result_tree["posterior"] = xr.DataTree(posterior)
+        if sample_stats is not None:
+            result_tree["sample_stats"] = xr.DataTree(sample_stats)
+        if log_lik is not None:
+            result_tree["log_likelihood"] = xr.DataTree(xr.Dataset({"labels": log_lik}))
+        for name, group in _data_groups(data).items():
+            result_tree[name] = group
+        result_tree["summary"] = xr.DataTree(summary)
+        self.result_ = FitResult(datatree=result_tree, data=data)
+        return self
+
+    def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
+        """Build the model with explicit priors."""
+        raise NotImplementedError
+
+    def _fix_label_switching(
+        self, posterior: xr.Dataset, sample_stats: xr.Dataset, data: AnnotationData
+    ) -> tuple[xr.Dataset, xr.Dataset, list[int], bool]:
+        """Find chains in a label-permuted mode; relabel them (exact symmetry) or drop them."""
+        confusion = (
+            posterior["confusion"]
+            .transpose("chain", "draw", "annotator", "true_category", "category")
+            .to_numpy()
+        )
+        n_labels = np.bincount(data.annotator_index, minlength=data.n_annotators)
+        perms = chain_permutations(confusion, weights=n_labels)
+        identity = np.arange(data.n_categories)
+        bad = [c for c in range(perms.shape[0]) if not np.array_equal(perms[c], identity)]
+        if not bad:
+            return posterior, sample_stats, [], True
+        chain_values = posterior["chain"].to_numpy()
+        if self.relabel_exact:
+            prevalence = posterior["prevalence"].transpose("chain", "draw", "category")
+            prev = prevalence.to_numpy().copy()
+            conf = confusion.copy()
+            for c in bad:
+                prev[c] = prev[c][:, perms[c]]
+                conf[c] = conf[c][:, :, perms[c], :]
+            posterior = posterior.copy()
+            posterior["prevalence"] = (prevalence.dims, prev)
+            posterior["confusion"] = (
+                ("chain", "draw", "annotator", "true_category", "category"),
+                conf,
+            )
+            return posterior, sample_stats, [int(chain_values[c]) for c in bad], True
+        keep = [c for c in range(perms.shape[0]) if c not in bad]
+        if not keep:
+            return posterior, sample_stats, [int(chain_values[c]) for c in bad], True
+        posterior = posterior.isel(chain=keep)
+        sample_stats = sample_stats.isel(chain=keep)
+        return posterior, sample_stats, [int(chain_values[c]) for c in bad], False
+
+
+def _point_dataset(model: pm.Model, point: Mapping[str, np.ndarray]) -> xr.Dataset:
+    names = [v.name for v in model.free_RVs] + [v.name for v in model.deterministics]
+    variables = {}
+    for name in names:
+        dims = tuple(model.named_vars_to_dims.get(name, ()))
+        value = np.asarray(point[name], dtype=float)[None, None]
+        variables[name] = (("chain", "draw", *dims), value)
+    coords = {k: list(v) for k, v in model.coords.items() if v is not None}
+    return xr.Dataset(variables, coords={"chain": [0], "draw": [0], **coords})
+
+
+def _with_annotator_accuracy(posterior: xr.Dataset) -> xr.Dataset:
+    conf = posterior["confusion"]
+    diag = xr.DataArray(
+        np.diagonal(
+            conf.transpose("chain", "draw", "annotator", "true_category", "category").to_numpy(),
+            axis1=3,
+            axis2=4,
+        ),
+        dims=("chain", "draw", "annotator", "category"),
+    )
+    prev = posterior["prevalence"].transpose("chain", "draw", "category")
+    acc = (diag * prev.to_numpy()[:, :, None, :]).sum("category")
+    posterior = posterior.copy()
+    posterior["annotator_accuracy"] = acc.assign_coords(annotator=posterior["annotator"])
+    return posterior
+
+
+def _posterior_summaries(
+    posterior: xr.Dataset, data: AnnotationData, *, point: bool
+) -> tuple[xr.Dataset, xr.DataArray | None]:
+    n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    n_samples = n_chains * n_draws
+    prev = posterior["prevalence"].transpose("chain", "draw", "category").to_numpy()
+    conf = (
+        posterior["confusion"]
+        .transpose("chain", "draw", "annotator", "true_category", "category")
+        .to_numpy()
+    )
+    log_prev = np.log(prev.reshape(n_samples, -1))
+    log_conf = np.log(conf.reshape(n_samples, *conf.shape[2:]))
+    keep_ll = not point and n_samples * data.n_items <= MAX_LOG_LIKELIHOOD_ELEMENTS
+    prob_sum = np.zeros((data.n_items, data.n_categories))
+    item_ll = np.empty((n_samples, data.n_items)) if keep_ll else None
+    for sl, log_post, ll in iter_label_log_posterior(log_prev, log_conf, data):
+        prob_sum += np.exp(log_post).sum(axis=0)
+        if item_ll is not None:
+            item_ll[sl] = ll
+    probabilities = prob_sum / n_samples
+    summary = _summary_dataset(data, probabilities, probabilities.argmax(axis=1))
+    reduce = point_summary if point else interval_summary
+    summary["prevalence"] = reduce(posterior["prevalence"])
+    summary["confusion"] = reduce(posterior["confusion"])
+    summary["annotator_accuracy"] = reduce(posterior["annotator_accuracy"])
+    log_lik = None
+    if item_ll is not None:
+        log_lik = xr.DataArray(
+            item_ll.reshape(n_chains, n_draws, data.n_items),
+            dims=("chain", "draw", "item"),
+            coords={
+                "chain": posterior["chain"].to_numpy(),
+                "draw": posterior["draw"].to_numpy(),
+                "item": data.items.to_numpy(),
+            },
+        )
+    return summary, log_lik
+
+
+class DawidSkene(BayesianCrowdModel):
+    """Bayesian Dawid-Skene: a full confusion matrix per annotator (Dirichlet priors).
+
+    Parameters
+    ----------
+    priors : DawidSkenePriors or dict, optional
+        Default: rater's (prevalence Dirichlet(3); confusion rows Dirichlet with pseudo-count 8
+        and prior accuracy 0.6).
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> sim = simulate_dawid_skene(n_items=200, n_annotators=10, random_seed=0)
+    >>> ds = DawidSkene().fit(sim.annotations, method="map", random_seed=0)
+    >>> bool((ds.labels_["label"] == sim.true_labels).mean() > 0.9)
+    True
+    """
+
+    name = "dawid-skene"
+    priors_class = DawidSkenePriors
+    relabel_exact = True
+
+    def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
+        """Build the PyMC model (see :func:`~crowdbayes.models.build_dawid_skene`)."""
+        return build_dawid_skene(data, priors)
+
+    def _em(self, data: AnnotationData, priors: Any) -> EMResult:
+        return em_confusion(
+            data,
+            structure="full",
+            prevalence_concentration=priors.prevalence_concentration(data.n_categories),
+            confusion_concentration=priors.confusion_concentration(
+                data.n_annotators, data.n_categories
+            ),
+        )
+
+    def _initial_values(self, em: EMResult, data: AnnotationData) -> dict[str, np.ndarray]:
+        return {"prevalence": em.prevalence, "confusion": em.confusion}
+
+    def _map_posterior(self, model: pm.Model, em: EMResult, data: AnnotationData) -> xr.Dataset:
+        # The EM fixed point is the exact posterior mode of this model.
+        return _point_dataset(model, {"prevalence": em.prevalence, "confusion": em.confusion})
+
+
+class _AccuracyModel(BayesianCrowdModel):
+    diagnostic_vars = ("prevalence", "accuracy")
+
+    def _em(self, data: AnnotationData, priors: Any) -> EMResult:
+        return em_confusion(
+            data,
+            structure=self.em_structure,  # type: ignore[arg-type]
+            prevalence_concentration=priors.prevalence,
+            accuracy_prior=(priors.accuracy_alpha, priors.accuracy_beta),
+        )
+
+    def _initial_values(self, em: EMResult, data: AnnotationData) -> dict[str, np.ndarray]:
+        return {"prevalence": em.prevalence, "accuracy": em.accuracy}
+
+    def _map_posterior(self, model: pm.Model, em: EMResult, data: AnnotationData) -> xr.Dataset:
+        # The EM fixed point is the exact posterior mode of this model.
+        point = {"prevalence": em.prevalence, "accuracy": em.accuracy, "confusion": em.confusion}
+        return _point_dataset(model, point)
+
+
+class ClassConditional(_AccuracyModel):
+    """Class-conditional Dawid-Skene: one accuracy per annotator and true category.
+
+    Parameters
+    ----------
+    priors : ClassConditionalPriors or dict, optional
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> sim = simulate_dawid_skene(n_items=200, n_annotators=10, random_seed=0)
+    >>> cc = ClassConditional().fit(sim.annotations, method="map", random_seed=0)
+    >>> cc.datatree_.posterior["accuracy"].dims
+    ('chain', 'draw', 'annotator', 'true_category')
+    """
+
+    name = "class-conditional"
+    priors_class = ClassConditionalPriors
+    em_structure = "class_conditional"
+
+    def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
+        """Build the PyMC model (see :func:`~crowdbayes.models.build_class_conditional`)."""
+        return build_class_conditional(data, priors)
+
+
+class OneCoin(_AccuracyModel):
+    """One-coin model: one accuracy per annotator, errors uniform.
+
+    Parameters
+    ----------
+    priors : OneCoinPriors or dict, optional
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> sim = simulate_dawid_skene(n_items=200, n_annotators=10, random_seed=0)
+    >>> OneCoin().fit(sim.annotations, method="map", random_seed=0).annotators_.shape
+    (10, 4)
+    """
+
+    name = "one-coin"
+    priors_class = OneCoinPriors
+    em_structure = "one_coin"
+
+    def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
+        """Build the PyMC model (see :func:`~crowdbayes.models.build_one_coin`)."""
+        return build_one_coin(data, priors)
+
+
+class HierarchicalDawidSkene(BayesianCrowdModel):
+    """Hierarchical Dawid-Skene (Paun et al. 2018): confusion logits pooled over annotators.
+
+    Parameters
+    ----------
+    priors : HierarchicalDawidSkenePriors or dict, optional
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_hierarchical_dawid_skene
+    >>> sim = simulate_hierarchical_dawid_skene(n_items=200, n_annotators=10, random_seed=0)
+    >>> hds = HierarchicalDawidSkene().fit(sim.annotations, method="map", random_seed=0)
+    >>> bool((hds.labels_["label"] == sim.true_labels).mean() > 0.9)
+    True
+    """
+
+    name = "hierarchical-dawid-skene"
+    priors_class = HierarchicalDawidSkenePriors
+    diagnostic_vars = ("prevalence", "error_mean", "error_scale", "annotator_effect")
+
+    def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
+        """Build the PyMC model (see :func:`~crowdbayes.models.build_hierarchical_dawid_skene`)."""
+        return build_hierarchical_dawid_skene(data, priors)
+
+    def _em(self, data: AnnotationData, priors: Any) -> EMResult:
+        return em_confusion(data, structure="full")
+
+    def _initial_values(self, em: EMResult, data: AnnotationData) -> dict[str, np.ndarray]:
+        rows, cols = off_diagonal_coords(data.n_categories)
+        log_conf = np.log(em.confusion)
+        eta = log_conf[:, rows, cols] - log_conf[:, rows, rows]
+        mean = eta.mean(axis=0)
+        scale = np.clip(eta.std(axis=0), 0.2, None)
+        return {
+            "prevalence": em.prevalence,
+            "error_mean": mean,
+            "error_scale": scale,
+            "annotator_effect": (eta - mean) / scale,
+        }
+
+
+MODELS: dict[str, type[CrowdModel]] = {
+    cls.name: cls
+    for cls in (MajorityVote, DawidSkene, ClassConditional, OneCoin, HierarchicalDawidSkene)
+}
+
+
+def get_model(name: str, **kwargs: Any) -> CrowdModel:
+    """Instantiate a model by its command-line name.
+
+    Examples
+    --------
+    >>> get_model("dawid-skene")
+    DawidSkene(priors=None)
+    >>> get_model("glad")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown model 'glad'; choose one of majority-vote, dawid-skene, ...
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)

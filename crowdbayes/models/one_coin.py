@@ -1,0 +1,89 @@
+"""One-coin model: a single accuracy per annotator, errors spread evenly over other categories.
+
+The simplest reliability model (the "one-coin" Dawid-Skene of crowd-kit's
+``OneCoinDawidSkene``; Paun et al. 2018 call its multinomial relative the pooled model).
+"""
+
+from dataclasses import dataclass
+
+import pymc as pm
+
+from crowdbayes.data import AnnotationData
+from crowdbayes.models._common import add_label_likelihood, model_coords
+from crowdbayes.models._priors import PriorsBase, check_positive, positive_array
+from crowdbayes.models.class_conditional import accuracy_to_confusion
+
+__all__ = ["OneCoinPriors", "build_one_coin"]
+
+
+@dataclass(frozen=True)
+class OneCoinPriors(PriorsBase):
+    """Priors of the one-coin model.
+
+    Parameters
+    ----------
+    prevalence : float
+        Symmetric Dirichlet concentration of the prevalence. Default 3.
+    accuracy_alpha, accuracy_beta : float
+        Beta prior of each annotator's accuracy. Default Beta(4.8, 3.2).
+
+    Examples
+    --------
+    >>> OneCoinPriors(accuracy_alpha=9.0, accuracy_beta=1.0).accuracy_alpha
+    9.0
+    """
+
+    prevalence: float = 3.0
+    accuracy_alpha: float = 4.8
+    accuracy_beta: float = 3.2
+
+    def __post_init__(self) -> None:
+        check_positive(self.prevalence, "prevalence")
+        check_positive(self.accuracy_alpha, "accuracy_alpha")
+        check_positive(self.accuracy_beta, "accuracy_beta")
+
+
+def build_one_coin(data: AnnotationData, priors: OneCoinPriors | None = None) -> pm.Model:
+    """Build the one-coin model with the true category marginalised.
+
+    .. math::
+
+        a_j \\sim \\operatorname{Beta}(a_0, b_0), \\quad
+        \\theta_{jkl} = a_j [k = l] + \\tfrac{1 - a_j}{K - 1} [k \\ne l]
+
+    Parameters
+    ----------
+    data : AnnotationData
+    priors : OneCoinPriors, optional
+
+    Returns
+    -------
+    pymc.Model
+        Free variables ``prevalence`` and ``accuracy`` (annotator); the deterministic
+        ``confusion``.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> data = simulate_dawid_skene(n_items=20, n_annotators=3, random_seed=1).data
+    >>> sorted(v.name for v in build_one_coin(data).free_RVs)
+    ['accuracy', 'prevalence']
+    """
+    priors = OneCoinPriors() if priors is None else priors
+    n_categories = data.n_categories
+    with pm.Model(coords=model_coords(data)) as model:
+        prevalence = pm.Dirichlet(
+            "prevalence",
+            a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
+            dims="category",
+        )
+        accuracy = pm.Beta(
+            "accuracy", alpha=priors.accuracy_alpha, beta=priors.accuracy_beta, dims="annotator"
+        )
+        confusion = pm.Deterministic(
+            "confusion",
+            accuracy_to_confusion(accuracy, n_categories),
+            dims=("annotator", "true_category", "category"),
+        )
+        add_label_likelihood(data, prevalence, confusion)
+    return model

@@ -1,0 +1,68 @@
+"""Shared fixtures: seeded generators, small simulated data, the real datasets (when present)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import crowdbayes as cb
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def data_root() -> Path:
+    """Folder of the real datasets: CROWDBAYES_DATA, default ../shared/datasets."""
+    return Path(os.environ.get("CROWDBAYES_DATA", REPO.parent / "shared" / "datasets"))
+
+
+def load_real(name: str) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Annotations and gold (or None) of a real dataset, skipping when it is absent."""
+    folder = data_root() / name
+    path = folder / "annotations.csv"
+    if not path.exists():
+        pytest.skip(f"dataset {name!r} not found under {data_root()} (set CROWDBAYES_DATA)")
+    annotations = pd.read_csv(path)
+    gold_path = folder / "gold.csv"
+    gold = None
+    if gold_path.exists():
+        g = pd.read_csv(gold_path)
+        gold = pd.Series(g["label"].to_numpy(), index=g["item"].to_numpy(), name="label")
+    return annotations, gold
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261129)
+
+
+@pytest.fixture(scope="session")
+def small_sim() -> cb.Simulation:
+    """300 items, 12 annotators, 3 categories, 5 labels per item."""
+    return cb.simulate_dawid_skene(n_items=300, n_annotators=12, n_categories=3, random_seed=7)
+
+
+@pytest.fixture
+def toy_frame() -> pd.DataFrame:
+    """Five items, three annotators, two categories, with one repeated label."""
+    return pd.DataFrame(
+        {
+            "item": [1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 5],
+            "annotator": ["a", "b", "c", "a", "b", "a", "b", "c", "b", "c", "a", "a", "c"],
+            "label": [0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0],
+        }
+    )
