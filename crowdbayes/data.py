@@ -26,7 +26,7 @@ __all__ = [
 CROWDKIT_COLUMNS = {"item": "task", "annotator": "worker", "label": "label"}
 
 #: What :func:`read_gold` accepts.
-GoldLike = "pd.DataFrame | pd.Series[Any] | Mapping[Any, Any] | str | os.PathLike[str]"
+type GoldLike = "pd.DataFrame | pd.Series[Any] | Mapping[Any, Any] | str | os.PathLike[str]"
 
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
@@ -353,7 +353,7 @@ def encode_annotations(
             f"fewer than two categories ({list(category_index)}): crowd label aggregation needs at "
             "least two; declare the full set with categories=[...] if the data show only one"
         )
-    label_codes = category_index.get_indexer(label_values)
+    label_codes = category_index.get_indexer(pd.Index(label_values))
     if (label_codes < 0).any():
         unknown = pd.unique(label_values[label_codes < 0])
         raise ValueError(
@@ -378,13 +378,13 @@ def encode_annotations(
         gold_labels = _clean_values(
             pd.Series(gold_series.to_numpy()), name="gold label", role="gold label"
         )
-        gold_codes = category_index.get_indexer(gold_labels)
+        gold_codes = category_index.get_indexer(pd.Index(gold_labels))
         if (gold_codes < 0).any():
             unknown = pd.unique(gold_labels[gold_codes < 0])
             raise ValueError(
                 f"gold labels outside the categories {list(category_index)}: {list(unknown[:10])}"
             )
-        positions = item_index.get_indexer(gold_items)
+        positions = item_index.get_indexer(pd.Index(gold_items))
         n_unmatched = int((positions < 0).sum())
         if n_unmatched == len(positions):
             raise ValueError("no gold item matches an annotated item id; check the item ids")

@@ -116,9 +116,8 @@ class CrowdModel:
         """Convergence diagnostics of the fit."""
         return self._check_fitted().diagnostics
 
-    def fit(self, annotations: Any, **kwargs: Any) -> "CrowdModel":
-        """Fit the model to annotations; see the subclass."""
-        raise NotImplementedError
+    # Subclasses define ``fit(annotations, *, gold=None, ..., random_seed=None) -> self``.
+    fit: Any
 
     # ------------------------------------------------------------------ crowd-kit API
     def fit_predict(self, annotations: Any, **fit_kwargs: Any) -> "pd.Series[Any]":

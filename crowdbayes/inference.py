@@ -89,7 +89,8 @@ def _check_sampler(sampler: str) -> None:
         import numpyro.infer  # noqa: F401
         import numpyro.infer.initialization  # noqa: F401
 
-        sys.modules["numpyro.infer"].initialization = sys.modules["numpyro.infer.initialization"]
+        infer_module: Any = sys.modules["numpyro.infer"]
+        infer_module.initialization = sys.modules["numpyro.infer.initialization"]
 
 
 def sample_posterior(

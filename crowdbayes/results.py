@@ -270,7 +270,7 @@ class FitResult:
             raise ValueError(f"result file not found: {path!r}")
         with xr.open_datatree(path, engine="h5netcdf") as tree:
             dt = tree.load()
-        attrs = dict(dt.attrs)
+        attrs = {str(k): v for k, v in dt.attrs.items()}
         if "crowdbayes_version" not in attrs or "id" not in attrs:
             raise ValueError(f"{path!r} is not a crowdbayes result (no provenance attributes)")
         if provenance_id(attrs) != attrs["id"]:
