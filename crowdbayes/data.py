@@ -237,8 +237,12 @@ def read_gold(
     if isinstance(gold, pd.Series):
         series = gold.copy()
     elif isinstance(gold, pd.DataFrame):
-        item_name = _pick_column(gold, item_col, ("task",), "gold item")
-        label_name = _pick_column(gold, label_col, ("true_label", "label"), "gold label")
+        item_name = _pick_column(
+            gold, item_col, ("task",) if item_col == "item" else (), "gold item"
+        )
+        label_name = _pick_column(
+            gold, label_col, ("true_label",) if label_col == "label" else (), "gold label"
+        )
         series = pd.Series(gold[label_name].to_numpy(), index=gold[item_name].to_numpy())
     else:
         raise ValueError(
@@ -318,9 +322,15 @@ def encode_annotations(
         raise ValueError(
             f"annotations must be a pandas DataFrame or a CSV path, not {type(data).__name__}"
         )
-    item_name = _pick_column(data, item_col, (CROWDKIT_COLUMNS["item"],), "item")
+    # crowd-kit's names stand in only for the default names, never for a name the user gave.
+    item_name = _pick_column(
+        data, item_col, (CROWDKIT_COLUMNS["item"],) if item_col == "item" else (), "item"
+    )
     annotator_name = _pick_column(
-        data, annotator_col, (CROWDKIT_COLUMNS["annotator"],), "annotator"
+        data,
+        annotator_col,
+        (CROWDKIT_COLUMNS["annotator"],) if annotator_col == "annotator" else (),
+        "annotator",
     )
     label_name = _pick_column(data, label_col, (), "label")
     if len(data) == 0:
@@ -357,7 +367,7 @@ def encode_annotations(
     if (label_codes < 0).any():
         unknown = pd.unique(label_values[label_codes < 0])
         raise ValueError(
-            f"labels outside the declared categories {list(category_index)}: {list(unknown[:10])}"
+            f"labels outside the declared categories {list(category_index)}: {_plain(unknown[:10])}"
         )
 
     item_codes, item_index = pd.factorize(item_values, sort=True)
@@ -382,7 +392,7 @@ def encode_annotations(
         if (gold_codes < 0).any():
             unknown = pd.unique(gold_labels[gold_codes < 0])
             raise ValueError(
-                f"gold labels outside the categories {list(category_index)}: {list(unknown[:10])}"
+                f"gold labels outside the categories {list(category_index)}: {_plain(unknown[:10])}"
             )
         positions = item_index.get_indexer(pd.Index(gold_items))
         n_unmatched = int((positions < 0).sum())
@@ -468,6 +478,11 @@ def _checked_unsigned(values: "pd.Series[Any]", name: str) -> "pd.Series[Any]":
     if arr.max() > _INT64_MAX:
         return pd.Series([str(v) for v in arr.tolist()], dtype=object)
     return pd.Series(arr.astype(np.int64))
+
+
+def _plain(values: Any) -> list[Any]:
+    """Values as plain Python objects, for readable error messages."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
 def _value_kind(value: Any) -> str:

@@ -204,6 +204,11 @@ class FitResult:
             the probability that the annotator says ``category`` when the truth is
             ``true_category``.
         """
+        if "confusion" not in self.summary:
+            raise ValueError(
+                f"model {self.model_name!r} has no confusion matrices (majority vote estimates "
+                "only each annotator's agreement with the majority)"
+            )
         da = self.summary["confusion"]
         frame = da.to_dataframe(name="value")["value"].unstack("statistic")
         frame = frame.rename(columns={"lower": "low", "upper": "high"})[["mean", "low", "high"]]

@@ -1,0 +1,668 @@
+"""The ``crowdbayes`` command: fit a model to a CSV, simulate data, run the demo.
+
+``crowdbayes fit ANNOTATIONS.csv --model NAME --out DIR`` validates the data, fits the model and
+only then writes ``DIR/labels.csv``, ``annotators.csv``, ``prevalence.csv``, ``confusion.csv``,
+``fit.nc`` and ``summary.txt``. Bad input (missing file or column, unknown model, invalid
+option) exits with status 2 and one ``crowdbayes: error: ...`` line on stderr, writing nothing.
+Sampling problems are printed on stderr in words and recorded in ``summary.txt``.
+
+``crowdbayes simulate --out DIR`` writes simulated ``annotations.csv`` with the truth;
+``crowdbayes demo`` simulates a realistic dataset, fits the hierarchical Dawid-Skene model by
+NUTS and reports what it found against the truth.
+"""
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["main"]
+
+PROG = "crowdbayes"
+PROGRESS_HELP = "hide the sampler's progress bar (it is shown only when stdout is a terminal)"
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+class CommandLineError(Exception):
+    """Bad command-line input: reported as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become :class:`CommandLineError` (one line, no usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandLineError(f"{message} (see '{self.prog} --help')")
+
+
+# ---------------------------------------------------------------------- option types
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _open_probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return value
+
+
+def _category_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",")]
+    if any(v == "" for v in values):
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of categories without empty entries, got {text!r}"
+        )
+    return values
+
+
+# ---------------------------------------------------------------------- parser
+def _build_parser() -> _Parser:
+    from crowdbayes import __version__
+    from crowdbayes.estimators import MODELS
+    from crowdbayes.inference import SAMPLERS
+
+    parser = _Parser(
+        prog=PROG,
+        description="Bayesian aggregation of crowd labels: fit, simulate, demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,simulate,demo}", required=True)
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit a model to a CSV of annotations and write labels, annotators, prevalence",
+        description=(
+            "Fit a crowd model to ANNOTATIONS (CSV, one row per label given) and write "
+            "labels.csv, annotators.csv, prevalence.csv, confusion.csv, fit.nc and summary.txt "
+            "to DIR. Nothing is written unless the data are valid and the fit succeeds."
+        ),
+    )
+    fit.add_argument("annotations", metavar="ANNOTATIONS", help="CSV file of annotations")
+    fit.add_argument(
+        "--model",
+        default="dawid-skene",
+        choices=list(MODELS),
+        metavar="NAME",
+        help=f"model to fit: {', '.join(MODELS)} (default: dawid-skene)",
+    )
+    fit.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    fit.add_argument(
+        "--method",
+        default="nuts",
+        choices=["nuts", "map"],
+        help="full posterior by NUTS, or its mode (fast, no intervals) (default: nuts)",
+    )
+    _add_sampling_options(fit, draws=1000, tune=1000, chains=4, seed=None)
+    fit.add_argument(
+        "--sampler",
+        default="nutpie",
+        choices=list(SAMPLERS),
+        help="NUTS implementation (default: nutpie)",
+    )
+    fit.add_argument(
+        "--target-accept",
+        type=_open_probability,
+        default=None,
+        metavar="F",
+        help="NUTS target acceptance rate in (0, 1) (default: the sampler's)",
+    )
+    fit.add_argument("--gold", metavar="GOLD.csv", help="known true labels (columns item,label)")
+    fit.add_argument("--item-col", default="item", metavar="C", help="item column (default: item)")
+    fit.add_argument(
+        "--annotator-col",
+        default="annotator",
+        metavar="C",
+        help="annotator column (default: annotator)",
+    )
+    fit.add_argument(
+        "--label-col", default="label", metavar="C", help="label column (default: label)"
+    )
+    fit.add_argument(
+        "--categories",
+        type=_category_list,
+        default=None,
+        metavar="a,b,c",
+        help="the full set of categories, in order (default: the labels seen, sorted)",
+    )
+    fit.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="write simulated annotations with their truth",
+        description=(
+            "Simulate crowd labels and write annotations.csv (item,annotator,label), truth.csv "
+            "(item,label) and annotators_truth.csv (annotator,accuracy) to DIR."
+        ),
+    )
+    sim.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    sim.add_argument(
+        "--model",
+        default="dawid-skene",
+        choices=["dawid-skene", "hierarchical-dawid-skene"],
+        help="generative model (default: dawid-skene)",
+    )
+    sim.add_argument("--items", type=_positive_int, default=500, metavar="N", help="default: 500")
+    sim.add_argument(
+        "--annotators", type=_positive_int, default=20, metavar="N", help="default: 20"
+    )
+    sim.add_argument("--categories", type=_positive_int, default=3, metavar="K", help="default: 3")
+    sim.add_argument(
+        "--labels-per-item",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="distinct annotators per item (default: 5, or all when fewer)",
+    )
+    sim.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="random seed (default: fresh, and printed)",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="simulate data, fit the hierarchical Dawid-Skene model, report and plot",
+        description=(
+            "Simulate a realistic crowd (25 annotators of varying skill, some spammers), fit the "
+            "hierarchical Dawid-Skene model by NUTS, compare with the truth and majority vote, "
+            "and save confusion.png and annotators.png to DIR."
+        ),
+    )
+    demo.add_argument(
+        "--out", default="demo-output", metavar="DIR", help="output folder (default: demo-output)"
+    )
+    demo.add_argument("--items", type=_positive_int, default=400, metavar="N", help="default: 400")
+    demo.add_argument(
+        "--method",
+        default="nuts",
+        choices=["nuts", "map"],
+        help="NUTS (default), or the posterior mode only: seconds, no intervals",
+    )
+    _add_sampling_options(demo, draws=1000, tune=1000, chains=4, seed=2026)
+    demo.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
+    return parser
+
+
+def _add_sampling_options(
+    parser: argparse.ArgumentParser, *, draws: int, tune: int, chains: int, seed: int | None
+) -> None:
+    parser.add_argument(
+        "--draws", type=_positive_int, default=draws, metavar="N", help=f"default: {draws}"
+    )
+    parser.add_argument(
+        "--tune", type=_non_negative_int, default=tune, metavar="N", help=f"default: {tune}"
+    )
+    parser.add_argument(
+        "--chains", type=_positive_int, default=chains, metavar="N", help=f"default: {chains}"
+    )
+    parser.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=seed,
+        metavar="N",
+        help="random seed (default: "
+        + ("fresh, recorded in the result)" if seed is None else f"{seed})"),
+    )
+
+
+# ---------------------------------------------------------------------- helpers
+def _err(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _check_out_dir(out: Path) -> None:
+    """Fail early (before any fitting) when ``out`` cannot become an output folder."""
+    if out.exists():
+        if not out.is_dir():
+            raise CommandLineError(f"--out {str(out)!r} exists and is not a folder")
+        if not os.access(out, os.W_OK):
+            raise CommandLineError(f"--out folder {str(out)!r} is not writable")
+        return
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CommandLineError(f"cannot create --out {str(out)!r}: {str(parent)!r} is not a folder")
+    if not os.access(parent, os.W_OK):
+        raise CommandLineError(f"cannot create --out {str(out)!r}: {str(parent)!r} is not writable")
+
+
+def _run_reporting_warnings[T](func: Callable[[], T]) -> T:
+    """Run ``func``, printing crowdbayes's warnings on stderr in words as they happen.
+
+    Sampling problems (:class:`~crowdbayes.diagnostics.SamplingWarning`) and crowdbayes's own
+    user warnings (such as gold items without annotations) become ``crowdbayes: warning: ...``
+    lines, every time. Warnings of other libraries are left to the active warning filters.
+    """
+    from crowdbayes.diagnostics import SamplingWarning
+
+    original = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, SamplingWarning) or _is_ours(category, filename):
+            print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SamplingWarning)
+        warnings.filterwarnings("always", category=UserWarning, module=r"crowdbayes(\.|$)")
+        warnings.showwarning = show
+        return func()
+
+
+def _is_ours(category: type[Warning], filename: str) -> bool:
+    return issubclass(category, UserWarning) and os.path.abspath(filename).startswith(
+        _PACKAGE_DIR + os.sep
+    )
+
+
+def _read_table(path_text: str, what: str) -> pd.DataFrame:
+    from crowdbayes.data import read_annotations
+
+    path = Path(path_text)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{what} {path_text!r} is not a file")
+    try:
+        return read_annotations(path)
+    except OSError as err:
+        raise ValueError(f"cannot read {what} {path_text!r}: {err.strerror or err}") from None
+
+
+def _typed_categories(tokens: list[str], frame: pd.DataFrame, label_col: str) -> list[Any]:
+    """Declared categories with the type the label column was read with (CSV ints stay ints)."""
+    from crowdbayes.data import _pick_column
+
+    try:
+        name = _pick_column(frame, label_col, (), "label")
+    except ValueError:
+        return list(tokens)  # the missing column is reported by encode_annotations
+    if pd.api.types.is_integer_dtype(frame[name].dtype) or pd.api.types.is_float_dtype(
+        frame[name].dtype
+    ):
+        try:
+            return [int(t) for t in tokens]
+        except ValueError:
+            raise ValueError(
+                f"--categories {','.join(tokens)!r}: the label column {name!r} holds integers, "
+                "so the categories must be integers"
+            ) from None
+    return list(tokens)
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stdout.isatty()
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+
+
+# ---------------------------------------------------------------------- fit
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from crowdbayes.data import encode_annotations
+    from crowdbayes.estimators import get_model
+
+    out = Path(args.out)
+    _check_out_dir(out)
+    frame = _read_table(args.annotations, "annotation file")
+    categories = (
+        None
+        if args.categories is None
+        else _typed_categories(args.categories, frame, args.label_col)
+    )
+    if args.gold is not None:
+        gold_path = Path(args.gold)
+        if gold_path.exists() and not gold_path.is_file():
+            raise ValueError(f"gold file {args.gold!r} is not a file")
+    model = get_model(args.model)
+
+    def fit() -> Any:
+        data = encode_annotations(
+            frame,
+            item_col=args.item_col,
+            annotator_col=args.annotator_col,
+            label_col=args.label_col,
+            categories=categories,
+            gold=args.gold,
+        )
+        start = time.perf_counter()
+        model.fit(
+            data,
+            method=args.method,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            sampler=args.sampler,
+            random_seed=args.seed,
+            target_accept=args.target_accept,
+            progressbar=_show_progress(args),
+        )
+        return time.perf_counter() - start
+
+    elapsed = _run_reporting_warnings(fit)
+    result = model.result_
+    written = _write_fit_outputs(result, out)
+    _print_fit_summary(result, elapsed, out, written)
+    return 0
+
+
+def _write_fit_outputs(result: Any, out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    labels = result.labels().drop(columns="entropy")
+    labels.index.name = "item"
+    labels.reset_index().to_csv(out / "labels.csv", index=False)
+    annotators = result.annotators()
+    annotators.index.name = "annotator"
+    annotators.reset_index().to_csv(out / "annotators.csv", index=False)
+    prevalence = result.prevalence()
+    prevalence.index.name = "category"
+    prevalence.reset_index().to_csv(out / "prevalence.csv", index=False)
+    written = ["labels.csv", "annotators.csv", "prevalence.csv"]
+    if "confusion" in result.summary:  # majority vote has no confusion matrices
+        result.confusion().to_csv(out / "confusion.csv", index=False)
+        written.append("confusion.csv")
+    result.save(out / "fit.nc")
+    (out / "summary.txt").write_text(result.summary_text(), encoding="utf-8")
+    return [*written, "fit.nc", "summary.txt"]
+
+
+def _describe_fit(attrs: Any) -> str:
+    method = str(attrs["method"])
+    if method == "nuts":
+        return (
+            f"by NUTS ({attrs['sampler']}, {attrs['chains']} chains x {attrs['draws']} draws "
+            f"after {attrs['tune']} tuning steps, seed {attrs['random_seed']})"
+        )
+    if method == "map":
+        return "by its posterior mode (no intervals)"
+    return "by counting votes"
+
+
+def _diagnostics_line(diag: Any, method: str) -> str:
+    if method != "nuts":
+        return "diagnostics: point estimate, no sampling diagnostics"
+    numbers = (
+        f"max R-hat {diag.max_rhat:.3f}, min bulk ESS {diag.min_ess_bulk:.0f}, "
+        f"{diag.n_divergent} divergent transition(s)"
+    )
+    if diag.ok:
+        return f"diagnostics: no problems found ({numbers})"
+    return (
+        f"diagnostics: {len(diag.messages)} problem(s), listed above and in summary.txt ({numbers})"
+    )
+
+
+def _print_fit_summary(result: Any, elapsed: float, out: Path, written: list[str]) -> None:
+    data = result.data
+    attrs = result.datatree.attrs
+    labels = result.labels()
+    unsure = int((labels["probability"] < 0.9).sum())
+    print(f"fitted {result.model_name} {_describe_fit(attrs)} in {_format_seconds(elapsed)}")
+    print(
+        f"data: {data.n_annotations} labels, {data.n_items} items, {data.n_annotators} "
+        f"annotators, {data.n_categories} categories, {data.n_gold} gold items"
+    )
+    print(_diagnostics_line(result.diagnostics, str(attrs["method"])))
+    print(f"labels: {unsure} of {len(labels)} items have posterior-mode probability < 0.9")
+    print(f"wrote to {out}/: {', '.join(written)}")
+
+
+# ---------------------------------------------------------------------- simulate
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from crowdbayes.inference import seed_to_int
+    from crowdbayes.simulate import simulate_dawid_skene, simulate_hierarchical_dawid_skene
+
+    out = Path(args.out)
+    _check_out_dir(out)
+    if args.categories < 2:
+        raise ValueError(f"--categories must be at least 2, got {args.categories}")
+    seed = seed_to_int(args.seed)
+    simulator = (
+        simulate_dawid_skene if args.model == "dawid-skene" else simulate_hierarchical_dawid_skene
+    )
+    sim = simulator(
+        n_items=args.items,
+        n_annotators=args.annotators,
+        n_categories=args.categories,
+        labels_per_item=args.labels_per_item,
+        random_seed=seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    sim.annotations.to_csv(out / "annotations.csv", index=False)
+    sim.true_labels.rename("label").rename_axis("item").reset_index().to_csv(
+        out / "truth.csv", index=False
+    )
+    sim.annotator_accuracy().rename("accuracy").rename_axis("annotator").reset_index().to_csv(
+        out / "annotators_truth.csv", index=False
+    )
+    print(
+        f"simulated {args.model}: {len(sim.annotations)} labels, {args.items} items, "
+        f"{args.annotators} annotators, {args.categories} categories, seed {seed}"
+    )
+    print(f"wrote to {out}/: annotations.csv, truth.csv, annotators_truth.csv")
+    return 0
+
+
+# ---------------------------------------------------------------------- demo
+DEMO_ANNOTATORS = 25
+DEMO_CATEGORIES = 3
+DEMO_LABELS_PER_ITEM = 5
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from crowdbayes.estimators import HierarchicalDawidSkene, MajorityVote
+    from crowdbayes.plots import plot_annotator_reliability, plot_confusion_grid
+    from crowdbayes.simulate import simulate_dawid_skene
+
+    out = Path(args.out)
+    _check_out_dir(out)
+    sim = simulate_dawid_skene(
+        n_items=args.items,
+        n_annotators=DEMO_ANNOTATORS,
+        n_categories=DEMO_CATEGORIES,
+        labels_per_item=DEMO_LABELS_PER_ITEM,
+        random_seed=args.seed,
+    )
+    data = sim.data
+    print("crowdbayes demo: hierarchical Dawid-Skene on simulated crowd labels")
+    print("=" * 68)
+    print(
+        f"Simulated {data.n_annotations} labels of {data.n_items} items by {data.n_annotators} "
+        f"annotators, {data.n_categories} categories ({DEMO_LABELS_PER_ITEM} labels per item, "
+        f"{len(sim.parameters['spammers'])} annotators labelling at random, seed {args.seed})."
+    )
+    if args.method == "nuts":
+        print(
+            f"Sampling {args.chains} chains x {args.draws} draws after {args.tune} tuning steps "
+            "with NUTS (nutpie); the first run in a new process compiles the model (~30-60 s).",
+            flush=True,
+        )
+    else:
+        print("Finding the posterior mode (--method map: no intervals).", flush=True)
+    model = HierarchicalDawidSkene()
+
+    def fit() -> float:
+        start = time.perf_counter()
+        model.fit(
+            data,
+            method=args.method,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            random_seed=args.seed,
+            progressbar=_show_progress(args),
+        )
+        return time.perf_counter() - start
+
+    elapsed = _run_reporting_warnings(fit)
+    result = model.result_
+    print(f"Done in {_format_seconds(elapsed)}.\n")
+    print(result.diagnostics.to_text())
+
+    truth = sim.true_labels.reindex(data.items)
+    labels = result.labels()
+    given = (
+        data.to_frame().groupby("item")["label"].agg(lambda s: " ".join(str(v) for v in sorted(s)))
+    )
+    uncertain = labels.sort_values("entropy", ascending=False, kind="stable").head(10)
+    table = pd.DataFrame(
+        {
+            "labels given": given.reindex(uncertain.index).to_numpy(),
+            "mode": uncertain["label"].to_numpy(),
+            "P(mode)": uncertain["probability"].round(2).to_numpy(),
+            "entropy": uncertain["entropy"].round(2).to_numpy(),
+            "true label": truth.reindex(uncertain.index).to_numpy(),
+        },
+        index=uncertain.index,
+    )
+    print("The 10 most uncertain items (highest posterior entropy, nats):")
+    print(table.to_string())
+    print()
+
+    ci = f"{100 * float(result.datatree.attrs['ci_prob']):.0f}%"
+    true_acc = sim.annotator_accuracy()
+    ann = result.annotators().sort_values("accuracy", kind="stable").head(5)
+    true_values = true_acc.reindex(ann.index).to_numpy()
+    spammers = {sim.annotators[j] for j in sim.parameters["spammers"]}
+    reliability = pd.DataFrame(
+        {
+            "labels": ann["n_labels"].to_numpy(),
+            "accuracy": ann["accuracy"].round(2).to_numpy(),
+        },
+        index=ann.index,
+    )
+    low, high = ann["accuracy_low"].to_numpy(), ann["accuracy_high"].to_numpy()
+    has_intervals = bool(np.isfinite(low).all() and np.isfinite(high).all())
+    if has_intervals:
+        reliability[f"{ci} interval"] = [
+            f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(low, high, strict=True)
+        ]
+    reliability["true accuracy"] = np.round(true_values, 2)
+    if has_intervals:
+        covered = (low <= true_values) & (true_values <= high)
+        reliability["truth inside"] = np.where(covered, "yes", "no")
+    reliability["spammer"] = ["yes" if a in spammers else "" for a in ann.index]
+    what = f"accuracy with {ci} interval" if has_intervals else "accuracy at the posterior mode"
+    print(f"The 5 least reliable annotators ({what}) against the simulated truth:")
+    print(reliability.to_string())
+    print()
+
+    model_correct = float((labels["label"] == truth).mean())
+    vote = MajorityVote().fit(data, random_seed=args.seed).result_.labels()
+    vote_correct = float((vote["label"] == truth.reindex(vote.index)).mean())
+    n = data.n_items
+    print("Posterior-mode labels against the simulated truth:")
+    print(
+        f"  hierarchical Dawid-Skene: {model_correct:6.1%} correct "
+        f"({round(model_correct * n)} of {n} items)"
+    )
+    print(
+        f"  majority vote:            {vote_correct:6.1%} correct "
+        f"({round(vote_correct * n)} of {n} items)"
+    )
+    print()
+
+    confusion_fig = plot_confusion_grid(result)
+    reliability_fig = plot_annotator_reliability(result, truth=true_acc)
+    out.mkdir(parents=True, exist_ok=True)
+    confusion_fig.savefig(out / "confusion.png", dpi=110)
+    reliability_fig.savefig(out / "annotators.png", dpi=110)
+    sim.annotations.to_csv(out / "annotations.csv", index=False)
+    print(
+        f"Saved {out / 'confusion.png'} (confusion matrices of the 12 busiest annotators), "
+        f"{out / 'annotators.png'} (reliability forest with true accuracies) and "
+        f"{out / 'annotations.csv'} (the simulated labels)."
+    )
+    print(
+        f"Try: {PROG} fit {out / 'annotations.csv'} --model dawid-skene --out {out / 'dawid-skene'}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------- entry point
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "fit": _cmd_fit,
+    "simulate": _cmd_simulate,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``crowdbayes`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on bad input (one ``crowdbayes: error: ...`` line on
+        stderr, nothing written).
+
+    Examples
+    --------
+    >>> main(["--version"])  # doctest: +ELLIPSIS
+    crowdbayes ...
+    0
+    >>> main(["fit", "missing.csv", "--out", "never-created"])
+    2
+    """
+    try:
+        args = _build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except CommandLineError as err:
+        _err(str(err))
+        return 2
+    except SystemExit as exit_:  # --help and --version
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    try:
+        return _COMMANDS[args.command](args)
+    except (CommandLineError, ValueError) as err:
+        _err(_one_line(str(err)))
+        return 2
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()) if "\n" in message else message
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
