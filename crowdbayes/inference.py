@@ -6,6 +6,7 @@ Dirichlet models, the closed-form EM in :mod:`crowdbayes.em`).
 """
 
 import importlib.util
+import os
 import sys
 import warnings
 from typing import Any, Literal, get_args
@@ -76,6 +77,20 @@ def seed_to_int(random_seed: int | np.random.Generator | None) -> int:
     return int(check_random_seed(random_seed).integers(2**31 - 1))
 
 
+def available_cpus() -> int:
+    """Number of CPUs this process may run on.
+
+    Examples
+    --------
+    >>> available_cpus() >= 1
+    True
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _check_sampler(sampler: str) -> None:
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -123,7 +138,8 @@ def sample_posterior(
         NUTS target acceptance rate (default: the sampler's, 0.8).
     progressbar : bool
     cores : int, optional
-        Parallel chains (default: the machine's cores, at most ``chains``).
+        Chains run in parallel (default: every CPU this process may use, at most ``chains``;
+        PyMC's own default halves the CPU count, which runs chains one by one on 2 cores).
 
     Returns
     -------
@@ -146,6 +162,8 @@ def sample_posterior(
             if not (name == "tune" and value == 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
     _check_sampler(sampler)
+    if cores is None:
+        cores = max(1, min(int(chains), available_cpus()))
     kwargs: dict[str, Any] = {}
     if target_accept is not None:
         if not 0.0 < target_accept < 1.0:
