@@ -442,10 +442,11 @@ def _clean_values(values: "pd.Series[Any]", *, name: str, role: str) -> "pd.Seri
         return values.astype(np.int64) if dtype.kind == "i" else _checked_unsigned(values, name)
     if pd.api.types.is_float_dtype(dtype):
         arr = values.to_numpy(dtype=float)
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
             raise ValueError(
                 f"column {name!r} ({role}s) holds non-integer numbers such as "
-                f"{arr[arr != np.round(arr)][:3].tolist()}: {role}s must be integers or strings"
+                f"{arr[bad][:3].tolist()}: {role}s must be integers or strings"
             )
         if arr.max() > _INT64_MAX or arr.min() < _INT64_MIN:
             raise ValueError(f"column {name!r} ({role}s) holds numbers too large for an id")

@@ -22,6 +22,8 @@ __all__ = [
 
 RHAT_THRESHOLD = 1.01
 ESS_PER_CHAIN = 100
+#: Largest tolerated difference between two chains' mean label probability for an item.
+LABEL_CHAIN_TOLERANCE = 0.1
 
 
 class SamplingWarning(UserWarning):
@@ -46,6 +48,11 @@ class Diagnostics:
         The parameter with the largest R-hat.
     permuted_chains : list of int
         Chains found in a label-permuted mode (and relabelled or dropped).
+    label_chain_difference : float
+        Largest difference between two chains' mean probability of a category for one item:
+        whether the chains agree on the labels themselves (NaN with one chain).
+    label_chain_item : str
+        The item where that difference is largest.
     messages : list of str
         Every problem found, in words, with what to do.
 
@@ -64,6 +71,8 @@ class Diagnostics:
     n_draws: int = 0
     worst_parameter: str = ""
     permuted_chains: list[int] = field(default_factory=list)
+    label_chain_difference: float = float("nan")
+    label_chain_item: str = ""
     messages: list[str] = field(default_factory=list)
 
     @property
@@ -88,6 +97,11 @@ class Diagnostics:
                 f"min bulk ESS: {self.min_ess_bulk:.0f}, min tail ESS: {self.min_ess_tail:.0f}",
                 f"divergent transitions: {self.n_divergent}",
             ]
+            if not np.isnan(self.label_chain_difference):
+                lines.append(
+                    "largest difference between chains in an item's label probability: "
+                    f"{self.label_chain_difference:.3f} (item {self.label_chain_item})"
+                )
             if self.permuted_chains:
                 lines.append(f"label-permuted chains: {self.permuted_chains}")
         else:
@@ -110,6 +124,8 @@ class Diagnostics:
             "n_draws": int(self.n_draws),
             "worst_parameter": self.worst_parameter,
             "permuted_chains": [int(c) for c in self.permuted_chains],
+            "label_chain_difference": float(self.label_chain_difference),
+            "label_chain_item": self.label_chain_item,
             "messages": list(self.messages),
         }
 
@@ -129,7 +145,8 @@ def compute_diagnostics(
     var_names: list[str],
     *,
     permuted_chains: list[int] | None = None,
-    relabelled: bool = True,
+    relabelled: bool | None = True,
+    label_chain_difference: tuple[float, Any] = (float("nan"), None),
 ) -> Diagnostics:
     """R-hat, ESS and divergences over ``var_names``, with messages for every problem.
 
@@ -143,8 +160,11 @@ def compute_diagnostics(
         Global parameters to check.
     permuted_chains : list of int, optional
         Chains found label-permuted by :func:`chain_permutations`.
-    relabelled : bool
-        Whether those chains were relabelled (True) or dropped (False).
+    relabelled : bool or None
+        Whether those chains were relabelled (True) or dropped (False); None when every chain
+        was permuted in a model where relabelling is not exact, so nothing could be done.
+    label_chain_difference : (float, item id)
+        Largest difference between chains' mean label probabilities, and its item.
 
     Returns
     -------
@@ -186,11 +206,22 @@ def compute_diagnostics(
     diag.min_ess_bulk = min_bulk if np.isfinite(min_bulk) else float("nan")
     diag.min_ess_tail = min_tail if np.isfinite(min_tail) else float("nan")
     diag.worst_parameter = worst
+    diag.label_chain_difference = float(label_chain_difference[0])
+    diag.label_chain_item = (
+        "" if label_chain_difference[1] is None else str(label_chain_difference[1])
+    )
     if sample_stats is not None and "diverging" in sample_stats:
         diag.n_divergent = int(sample_stats["diverging"].sum())
 
     messages = diag.messages
-    if diag.permuted_chains:
+    if diag.permuted_chains and relabelled is None:
+        messages.append(
+            f"every chain {diag.permuted_chains} settled in a label-permuted mode (categories "
+            "swapped), so none could be relabelled or set aside: labels and confusion matrices "
+            "are probably permuted; check that most annotators are better than chance, add gold "
+            "labels, or fit DawidSkene"
+        )
+    elif diag.permuted_chains:
         action = "relabelled to match the others" if relabelled else "dropped from the posterior"
         messages.append(
             f"chain(s) {diag.permuted_chains} settled in a label-permuted mode (categories "
@@ -208,6 +239,12 @@ def compute_diagnostics(
             f"R-hat up to {diag.max_rhat:.3f} (at {worst}) exceeds {RHAT_THRESHOLD}: chains "
             "disagree, so the posterior is not yet trustworthy; run more draws and tuning "
             "(e.g. draws=2000, tune=2000) or check for several modes"
+        )
+    if diag.label_chain_difference > LABEL_CHAIN_TOLERANCE:
+        messages.append(
+            f"chains disagree on item {diag.label_chain_item}'s label probabilities by "
+            f"{diag.label_chain_difference:.2f}: some posterior labels are not yet stable; run "
+            "more draws, or look for a category the data barely identify"
         )
     if n_chains == 1:
         messages.append("only one chain: R-hat cannot detect non-convergence; use chains >= 2")

@@ -340,7 +340,7 @@ class BayesianCrowdModel(CrowdModel):
     their free variables.
     """
 
-    priors_class: ClassVar[type]
+    priors_class: ClassVar[type[Any]]
     #: Global parameters checked by R-hat / ESS.
     diagnostic_vars: ClassVar[tuple[str, ...]] = ("prevalence", "confusion")
     #: Whether relabelling a chain's true categories is an exact symmetry of the likelihood.
@@ -359,7 +359,7 @@ class BayesianCrowdModel(CrowdModel):
         if self.priors is None:
             return self.priors_class()
         if isinstance(self.priors, Mapping):
-            return self.priors_class(**self.priors)
+            return self.priors_class.from_dict(dict(self.priors))
         if not isinstance(self.priors, self.priors_class):
             raise ValueError(
                 f"priors for {self.name} must be a {self.priors_class.__name__} or a dict of its "
@@ -450,7 +450,7 @@ class BayesianCrowdModel(CrowdModel):
         em = self._em(data, priors)
         model = self.build_model_with(data, priors)
         permuted: list[int] = []
-        relabelled = True
+        relabelled: bool | None = True
         if method == "map":
             posterior = self._map_posterior(model, em, data)
             sample_stats = None
@@ -473,7 +473,7 @@ class BayesianCrowdModel(CrowdModel):
                 posterior, sample_stats, data
             )
         posterior = _with_annotator_accuracy(posterior)
-        summary, log_lik = _posterior_summaries(posterior, data, point=method == "map")
+        summary, log_lik, spread = _posterior_summaries(posterior, data, point=method == "map")
         if method == "map":
             diagnostics = Diagnostics(n_draws=1)
         else:
@@ -484,6 +484,7 @@ class BayesianCrowdModel(CrowdModel):
                 diag_vars,
                 permuted_chains=permuted,
                 relabelled=relabelled,
+                label_chain_difference=spread,
             )
             for message in diagnostics.messages:
                 warnings.warn(f"{self.name}: {message}", SamplingWarning, stacklevel=2)
@@ -494,7 +495,7 @@ class BayesianCrowdModel(CrowdModel):
             sampler=sampler if method == "nuts" else None,
             draws=int(draws) if method == "nuts" else None,
             tune=int(tune) if method == "nuts" else None,
-            chains=int(posterior.sizes["chain"]) if method == "nuts" else None,
+            chains=int(chains) if method == "nuts" else None,
             random_seed=seed,
             n_annotations=data.n_annotations,
             diagnostics=diagnostics.to_dict(),
@@ -518,7 +519,7 @@ class BayesianCrowdModel(CrowdModel):
 
     def _fix_label_switching(
         self, posterior: xr.Dataset, sample_stats: xr.Dataset, data: AnnotationData
-    ) -> tuple[xr.Dataset, xr.Dataset, list[int], bool]:
+    ) -> tuple[xr.Dataset, xr.Dataset, list[int], bool | None]:
         """Find chains in a label-permuted mode; relabel them (exact symmetry) or drop them."""
         confusion = (
             posterior["confusion"]
@@ -548,7 +549,7 @@ class BayesianCrowdModel(CrowdModel):
             return posterior, sample_stats, [int(chain_values[c]) for c in bad], True
         keep = [c for c in range(perms.shape[0]) if c not in bad]
         if not keep:
-            return posterior, sample_stats, [int(chain_values[c]) for c in bad], True
+            return posterior, sample_stats, [int(chain_values[c]) for c in bad], None
         posterior = posterior.isel(chain=keep)
         sample_stats = sample_stats.isel(chain=keep)
         return posterior, sample_stats, [int(chain_values[c]) for c in bad], False
@@ -584,7 +585,12 @@ def _with_annotator_accuracy(posterior: xr.Dataset) -> xr.Dataset:
 
 def _posterior_summaries(
     posterior: xr.Dataset, data: AnnotationData, *, point: bool
-) -> tuple[xr.Dataset, xr.DataArray | None]:
+) -> tuple[xr.Dataset, xr.DataArray | None, tuple[float, Any]]:
+    """Label probabilities (averaged over draws, in chunks), tables, log-likelihood.
+
+    Also returns how far apart the chains' label probabilities are: the largest difference
+    between two chains' mean P(category) for any item, and that item.
+    """
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     n_samples = n_chains * n_draws
     prev = posterior["prevalence"].transpose("chain", "draw", "category").to_numpy()
@@ -596,13 +602,22 @@ def _posterior_summaries(
     log_prev = np.log(prev.reshape(n_samples, -1))
     log_conf = np.log(conf.reshape(n_samples, *conf.shape[2:]))
     keep_ll = not point and n_samples * data.n_items <= MAX_LOG_LIKELIHOOD_ELEMENTS
-    prob_sum = np.zeros((data.n_items, data.n_categories))
+    chain_sum = np.zeros((n_chains, data.n_items, data.n_categories))
     item_ll = np.empty((n_samples, data.n_items)) if keep_ll else None
     for sl, log_post, ll in iter_label_log_posterior(log_prev, log_conf, data):
-        prob_sum += np.exp(log_post).sum(axis=0)
+        probs = np.exp(log_post)
+        chain_of = np.arange(sl.start, sl.stop) // n_draws
+        for chain in np.unique(chain_of):
+            chain_sum[chain] += probs[chain_of == chain].sum(axis=0)
         if item_ll is not None:
             item_ll[sl] = ll
-    probabilities = prob_sum / n_samples
+    probabilities = chain_sum.sum(axis=0) / n_samples
+    spread: tuple[float, Any] = (float("nan"), None)
+    if n_chains > 1:
+        chain_probs = chain_sum / n_draws
+        by_item = (chain_probs.max(axis=0) - chain_probs.min(axis=0)).max(axis=1)
+        worst = int(by_item.argmax())
+        spread = (float(by_item[worst]), data.items[worst])
     summary = _summary_dataset(data, probabilities, probabilities.argmax(axis=1))
     reduce = point_summary if point else interval_summary
     summary["prevalence"] = reduce(posterior["prevalence"])
@@ -619,7 +634,7 @@ def _posterior_summaries(
                 "item": data.items.to_numpy(),
             },
         )
-    return summary, log_lik
+    return summary, log_lik, spread
 
 
 class DawidSkene(BayesianCrowdModel):

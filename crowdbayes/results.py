@@ -273,8 +273,13 @@ class FitResult:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise ValueError(f"result file not found: {path!r}")
-        with xr.open_datatree(path, engine="h5netcdf") as tree:
-            dt = tree.load()
+        try:
+            with xr.open_datatree(path, engine="h5netcdf") as tree:
+                dt = tree.load()
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"{path!r} is not a crowdbayes result (not a readable netCDF file: {err})"
+            ) from None
         attrs = {str(k): v for k, v in dt.attrs.items()}
         if "crowdbayes_version" not in attrs or "id" not in attrs:
             raise ValueError(f"{path!r} is not a crowdbayes result (no provenance attributes)")

@@ -1,6 +1,5 @@
 """Shared fixtures: seeded generators, small simulated data, the real datasets (when present)."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +7,7 @@ import pandas as pd
 import pytest
 
 import crowdbayes as cb
+from crowdbayes.datasets import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,24 +25,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def data_root() -> Path:
-    """Folder of the real datasets: CROWDBAYES_DATA, default ../shared/datasets."""
-    return Path(os.environ.get("CROWDBAYES_DATA", REPO.parent / "shared" / "datasets"))
-
-
 def load_real(name: str) -> tuple[pd.DataFrame, pd.Series | None]:
     """Annotations and gold (or None) of a real dataset, skipping when it is absent."""
-    folder = data_root() / name
-    path = folder / "annotations.csv"
-    if not path.exists():
-        pytest.skip(f"dataset {name!r} not found under {data_root()} (set CROWDBAYES_DATA)")
-    annotations = pd.read_csv(path)
-    gold_path = folder / "gold.csv"
-    gold = None
-    if gold_path.exists():
-        g = pd.read_csv(gold_path)
-        gold = pd.Series(g["label"].to_numpy(), index=g["item"].to_numpy(), name="label")
-    return annotations, gold
+    try:
+        return load_dataset(name)
+    except ValueError as err:
+        pytest.skip(str(err))
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ diagonal and :math:`(1 - a_{jk}) / (K - 1)` on every other category (rater's
 
 from dataclasses import dataclass
 
+import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
@@ -109,8 +110,8 @@ def build_class_conditional(
         )
         accuracy = pm.Beta(
             "accuracy",
-            alpha=priors.accuracy_alpha,
-            beta=priors.accuracy_beta,
+            alpha=np.float64(priors.accuracy_alpha),
+            beta=np.float64(priors.accuracy_beta),
             dims=("annotator", "true_category"),
         )
         confusion = pm.Deterministic(

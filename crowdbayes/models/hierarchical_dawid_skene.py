@@ -129,11 +129,13 @@ def build_hierarchical_dawid_skene(
         )
         error_mean = pm.Normal(
             "error_mean",
-            mu=priors.mean_location(n_categories),
-            sigma=priors.mean_scale,
+            mu=np.float64(priors.mean_location(n_categories)),
+            sigma=np.float64(priors.mean_scale),
             dims="error",
         )
-        error_scale = pm.HalfNormal("error_scale", sigma=priors.annotator_scale, dims="error")
+        error_scale = pm.HalfNormal(
+            "error_scale", sigma=np.float64(priors.annotator_scale), dims="error"
+        )
         effect = pm.Normal("annotator_effect", 0.0, 1.0, dims=("annotator", "error"))
         logits = pt.zeros((data.n_annotators, n_categories, n_categories))
         logits = pt.set_subtensor(

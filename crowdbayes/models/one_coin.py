@@ -6,6 +6,7 @@ The simplest reliability model (the "one-coin" Dawid-Skene of crowd-kit's
 
 from dataclasses import dataclass
 
+import numpy as np
 import pymc as pm
 
 from crowdbayes.data import AnnotationData
@@ -78,7 +79,10 @@ def build_one_coin(data: AnnotationData, priors: OneCoinPriors | None = None) ->
             dims="category",
         )
         accuracy = pm.Beta(
-            "accuracy", alpha=priors.accuracy_alpha, beta=priors.accuracy_beta, dims="annotator"
+            "accuracy",
+            alpha=np.float64(priors.accuracy_alpha),
+            beta=np.float64(priors.accuracy_beta),
+            dims="annotator",
         )
         confusion = pm.Deterministic(
             "confusion",
