@@ -37,6 +37,11 @@ class EMResult:
         Log-likelihood plus log prior density (without normalising constants) at the mode.
     n_iter : int
     converged : bool
+    start_prevalence, start_confusion, start_accuracy : numpy.ndarray
+        The same quantities with the prior pseudo-counts added in full (posterior means given
+        the final expected counts) instead of the mode's "minus one": always inside the
+        simplex, even where a Dirichlet concentration below 1 puts the mode on its boundary.
+        These start NUTS; the mode itself would start it at log(0).
     """
 
     prevalence: np.ndarray
@@ -46,6 +51,9 @@ class EMResult:
     log_posterior: float
     n_iter: int
     converged: bool
+    start_prevalence: np.ndarray
+    start_confusion: np.ndarray
+    start_accuracy: np.ndarray
 
 
 def vote_shares(data: AnnotationData) -> np.ndarray:
@@ -184,7 +192,23 @@ def em_confusion(
             converged = True
             break
         previous = log_post
+    # Starting values for NUTS: posterior means given the final expected counts.
+    counts = _label_counts(data, posterior)
+    start_prevalence = _normalise(posterior.sum(axis=0) + alpha)
+    if structure == "full":
+        start_confusion = _normalise(counts + beta)
+        start_accuracy = np.diagonal(start_confusion, axis1=1, axis2=2).copy()
+    else:
+        correct = np.diagonal(counts, axis1=1, axis2=2)
+        total = counts.sum(axis=2)
+        if structure == "one_coin":
+            correct, total = correct.sum(axis=1), total.sum(axis=1)
+        start_accuracy = (correct + a0) / (total + a0 + b0)
+        start_confusion = _accuracy_to_confusion(start_accuracy, n_k)
     return EMResult(
+        start_prevalence=start_prevalence,
+        start_confusion=start_confusion,
+        start_accuracy=start_accuracy,
         prevalence=prevalence,
         confusion=confusion,
         accuracy=accuracy,

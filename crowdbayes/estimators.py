@@ -674,7 +674,7 @@ class DawidSkene(BayesianCrowdModel):
         )
 
     def _initial_values(self, em: EMResult, data: AnnotationData) -> dict[str, np.ndarray]:
-        return {"prevalence": em.prevalence, "confusion": em.confusion}
+        return {"prevalence": em.start_prevalence, "confusion": em.start_confusion}
 
     def _map_posterior(self, model: pm.Model, em: EMResult, data: AnnotationData) -> xr.Dataset:
         # The EM fixed point is the exact posterior mode of this model.
@@ -693,7 +693,7 @@ class _AccuracyModel(BayesianCrowdModel):
         )
 
     def _initial_values(self, em: EMResult, data: AnnotationData) -> dict[str, np.ndarray]:
-        return {"prevalence": em.prevalence, "accuracy": em.accuracy}
+        return {"prevalence": em.start_prevalence, "accuracy": em.start_accuracy}
 
     def _map_posterior(self, model: pm.Model, em: EMResult, data: AnnotationData) -> xr.Dataset:
         # The EM fixed point is the exact posterior mode of this model.
@@ -779,15 +779,17 @@ class HierarchicalDawidSkene(BayesianCrowdModel):
 
     def _initial_values(self, em: EMResult, data: AnnotationData) -> dict[str, np.ndarray]:
         rows, cols = off_diagonal_coords(data.n_categories)
-        log_conf = np.log(em.confusion)
+        # Smoothed (posterior-mean) confusion: the EM mode sits on the simplex boundary when a
+        # Dirichlet concentration is below 1 (many categories), i.e. at logits of -inf.
+        log_conf = np.log(em.start_confusion)
         eta = log_conf[:, rows, cols] - log_conf[:, rows, rows]
         mean = eta.mean(axis=0)
-        scale = np.clip(eta.std(axis=0), 0.2, None)
+        scale = np.clip(eta.std(axis=0), 0.2, 3.0)
         return {
-            "prevalence": em.prevalence,
+            "prevalence": em.start_prevalence,
             "error_mean": mean,
             "error_scale": scale,
-            "annotator_effect": (eta - mean) / scale,
+            "annotator_effect": np.clip((eta - mean) / scale, -3.0, 3.0),
         }
 
 
