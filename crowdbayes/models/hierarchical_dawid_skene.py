@@ -8,6 +8,11 @@ Identifiability: each confusion row is a softmax over logits whose **diagonal en
 Their population means have a prior centred on a better-than-chance annotator, which breaks the
 label-switching symmetry (Paun et al. and the NumPyro example fix the last logit instead and
 leave label switching to post-processing). Annotator effects are non-centred.
+
+Known limitation: with many categories and sparse annotators (measured: 8 categories, 100
+annotators, 3 labels per item) the free population means can represent a permuted labelling at
+little prior cost, and NUTS chains settle in different permuted modes. The per-chain check reports
+it (every chain permuted, R-hat far above 1.01); use :func:`build_dawid_skene` there.
 """
 
 from dataclasses import dataclass
