@@ -155,6 +155,21 @@ def em_confusion(
         raise ValueError(f"unknown structure {structure!r}")
     a0, b0 = accuracy_prior
 
+    def m_step(weights: np.ndarray, shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Parameters given expected counts: the mode (shift 1) or the mean (shift 0)."""
+        prevalence = _normalise(weights.sum(axis=0) + alpha - shift)
+        counts = _label_counts(data, weights)
+        if structure == "full":
+            confusion = _normalise(counts + beta - shift)
+            return prevalence, confusion, np.diagonal(confusion, axis1=1, axis2=2).copy()
+        correct = np.diagonal(counts, axis1=1, axis2=2)
+        total = counts.sum(axis=2)
+        if structure == "one_coin":
+            correct, total = correct.sum(axis=1), total.sum(axis=1)
+        accuracy = (correct + a0 - shift) / (total + a0 + b0 - 2.0 * shift)
+        accuracy = np.clip(accuracy, _FLOOR, 1.0 - _FLOOR)
+        return prevalence, _accuracy_to_confusion(accuracy, n_k), accuracy
+
     posterior = vote_shares(data)
     previous = -np.inf
     log_post = -np.inf
@@ -163,18 +178,7 @@ def em_confusion(
     while n_iter < max_iter:
         n_iter += 1
         # M-step: posterior mode given expected counts.
-        prevalence = _normalise(posterior.sum(axis=0) + alpha - 1.0)
-        counts = _label_counts(data, posterior)
-        if structure == "full":
-            confusion = _normalise(counts + beta - 1.0)
-            accuracy = np.diagonal(confusion, axis1=1, axis2=2).copy()
-        else:
-            correct = np.diagonal(counts, axis1=1, axis2=2)
-            total = counts.sum(axis=2)
-            if structure == "one_coin":
-                correct, total = correct.sum(axis=1), total.sum(axis=1)
-            accuracy = np.clip((correct + a0 - 1.0) / (total + a0 + b0 - 2.0), _FLOOR, 1.0 - _FLOOR)
-            confusion = _accuracy_to_confusion(accuracy, n_k)
+        prevalence, confusion, accuracy = m_step(posterior, 1.0)
         # E-step.
         log_label_post, item_ll = label_log_posterior(
             np.log(prevalence)[None], np.log(confusion)[None], data
@@ -193,18 +197,7 @@ def em_confusion(
             break
         previous = log_post
     # Starting values for NUTS: posterior means given the final expected counts.
-    counts = _label_counts(data, posterior)
-    start_prevalence = _normalise(posterior.sum(axis=0) + alpha)
-    if structure == "full":
-        start_confusion = _normalise(counts + beta)
-        start_accuracy = np.diagonal(start_confusion, axis1=1, axis2=2).copy()
-    else:
-        correct = np.diagonal(counts, axis1=1, axis2=2)
-        total = counts.sum(axis=2)
-        if structure == "one_coin":
-            correct, total = correct.sum(axis=1), total.sum(axis=1)
-        start_accuracy = (correct + a0) / (total + a0 + b0)
-        start_confusion = _accuracy_to_confusion(start_accuracy, n_k)
+    start_prevalence, start_confusion, start_accuracy = m_step(posterior, 0.0)
     return EMResult(
         start_prevalence=start_prevalence,
         start_confusion=start_confusion,

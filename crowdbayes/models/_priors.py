@@ -1,6 +1,6 @@
 """Shared helpers for prior specifications: validation and broadcasting of concentrations."""
 
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -99,4 +99,32 @@ def dirichlet_confusion(
     return out
 
 
-__all__ += ["check_probability", "check_positive"]
+@dataclass(frozen=True)
+class AccuracyPriors(PriorsBase):
+    """Priors of the models with accuracies and evenly spread errors.
+
+    Parameters
+    ----------
+    prevalence : float
+        Symmetric Dirichlet concentration of the prevalence. Default 3.
+    accuracy_alpha, accuracy_beta : float
+        Beta prior of each accuracy. Default Beta(4.8, 3.2): mean 0.6 with pseudo-count 8, as
+        the Dawid-Skene default.
+
+    Examples
+    --------
+    >>> AccuracyPriors().accuracy_alpha
+    4.8
+    """
+
+    prevalence: float = 3.0
+    accuracy_alpha: float = 4.8
+    accuracy_beta: float = 3.2
+
+    def __post_init__(self) -> None:
+        check_positive(self.prevalence, "prevalence")
+        check_positive(self.accuracy_alpha, "accuracy_alpha")
+        check_positive(self.accuracy_beta, "accuracy_beta")
+
+
+__all__ += ["check_probability", "check_positive", "AccuracyPriors"]

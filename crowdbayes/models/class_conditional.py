@@ -13,37 +13,20 @@ import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
 from crowdbayes.models._common import add_label_likelihood, model_coords
-from crowdbayes.models._priors import PriorsBase, check_positive, positive_array
+from crowdbayes.models._priors import AccuracyPriors, positive_array
 
 __all__ = ["ClassConditionalPriors", "build_class_conditional", "accuracy_to_confusion"]
 
 
 @dataclass(frozen=True)
-class ClassConditionalPriors(PriorsBase):
-    """Priors of the class-conditional model.
-
-    Parameters
-    ----------
-    prevalence : float
-        Symmetric Dirichlet concentration of the prevalence. Default 3.
-    accuracy_alpha, accuracy_beta : float
-        Beta prior of each accuracy. Default Beta(4.8, 3.2): mean 0.6 with pseudo-count 8, as
-        the Dawid-Skene default.
+class ClassConditionalPriors(AccuracyPriors):
+    """Priors of the class-conditional model (fields as :class:`AccuracyPriors`).
 
     Examples
     --------
-    >>> ClassConditionalPriors().accuracy_alpha
-    4.8
+    >>> ClassConditionalPriors(accuracy_alpha=9.0, accuracy_beta=1.0).accuracy_alpha
+    9.0
     """
-
-    prevalence: float = 3.0
-    accuracy_alpha: float = 4.8
-    accuracy_beta: float = 3.2
-
-    def __post_init__(self) -> None:
-        check_positive(self.prevalence, "prevalence")
-        check_positive(self.accuracy_alpha, "accuracy_alpha")
-        check_positive(self.accuracy_beta, "accuracy_beta")
 
 
 def accuracy_to_confusion(accuracy: pt.TensorVariable, n_categories: int) -> pt.TensorVariable:

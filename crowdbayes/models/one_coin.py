@@ -11,37 +11,21 @@ import pymc as pm
 
 from crowdbayes.data import AnnotationData
 from crowdbayes.models._common import add_label_likelihood, model_coords
-from crowdbayes.models._priors import PriorsBase, check_positive, positive_array
+from crowdbayes.models._priors import AccuracyPriors, positive_array
 from crowdbayes.models.class_conditional import accuracy_to_confusion
 
 __all__ = ["OneCoinPriors", "build_one_coin"]
 
 
 @dataclass(frozen=True)
-class OneCoinPriors(PriorsBase):
-    """Priors of the one-coin model.
-
-    Parameters
-    ----------
-    prevalence : float
-        Symmetric Dirichlet concentration of the prevalence. Default 3.
-    accuracy_alpha, accuracy_beta : float
-        Beta prior of each annotator's accuracy. Default Beta(4.8, 3.2).
+class OneCoinPriors(AccuracyPriors):
+    """Priors of the one-coin model (fields as :class:`AccuracyPriors`).
 
     Examples
     --------
     >>> OneCoinPriors(accuracy_alpha=9.0, accuracy_beta=1.0).accuracy_alpha
     9.0
     """
-
-    prevalence: float = 3.0
-    accuracy_alpha: float = 4.8
-    accuracy_beta: float = 3.2
-
-    def __post_init__(self) -> None:
-        check_positive(self.prevalence, "prevalence")
-        check_positive(self.accuracy_alpha, "accuracy_alpha")
-        check_positive(self.accuracy_beta, "accuracy_beta")
 
 
 def build_one_coin(data: AnnotationData, priors: OneCoinPriors | None = None) -> pm.Model:
