@@ -73,6 +73,15 @@ class CrowdModel:
     result_: FitResult
 
     # ------------------------------------------------------------------ fitted state
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: before ``fit`` has set ``result_`` (also when a
+        # fitted property such as ``labels_`` raised NotFittedError, an AttributeError).
+        if name.endswith("_") and not name.startswith("__"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call .fit(annotations) first"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def _check_fitted(self) -> FitResult:
         result = self.__dict__.get("result_")
         if result is None:
