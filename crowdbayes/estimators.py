@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
+from scipy.special import logsumexp
 
 from crowdbayes.data import AnnotationData, encode_annotations
 from crowdbayes.diagnostics import (
@@ -39,7 +40,8 @@ from crowdbayes.models import (
     build_hierarchical_dawid_skene,
     build_one_coin,
 )
-from crowdbayes.models._likelihood import iter_label_log_posterior
+from crowdbayes.models._common import ITEM_ERROR_RATE, LABEL_JOINT
+from crowdbayes.models._draws import DrawEvaluator
 from crowdbayes.models.hierarchical_dawid_skene import off_diagonal_coords
 from crowdbayes.results import FitResult, interval_summary, make_provenance, point_summary
 
@@ -482,7 +484,9 @@ class BayesianCrowdModel(CrowdModel):
                 posterior, sample_stats, data
             )
         posterior = _with_annotator_accuracy(posterior)
-        summary, log_lik, spread = _posterior_summaries(posterior, data, point=method == "map")
+        summary, log_lik, spread = _posterior_summaries(
+            posterior, data, model, point=method == "map"
+        )
         if method == "map":
             diagnostics = Diagnostics(n_draws=1)
         else:
@@ -593,33 +597,41 @@ def _with_annotator_accuracy(posterior: xr.Dataset) -> xr.Dataset:
 
 
 def _posterior_summaries(
-    posterior: xr.Dataset, data: AnnotationData, *, point: bool
+    posterior: xr.Dataset, data: AnnotationData, model: pm.Model, *, point: bool
 ) -> tuple[xr.Dataset, xr.DataArray | None, tuple[float, Any]]:
-    """Label probabilities (averaged over draws, in chunks), tables, log-likelihood.
+    """Label probabilities (averaged over draws, in chunks), tables, log-likelihood, difficulty.
 
-    Also returns how far apart the chains' label probabilities are: the largest difference
-    between two chains' mean P(category) for any item, and that item.
+    The per-item joint :math:`\\log p(z_i = k, y_i)` is evaluated on every draw from the model's
+    ``label_joint`` expression. Also returns how far apart the chains' label probabilities are:
+    the largest difference between two chains' mean P(category) for any item, and that item.
     """
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     n_samples = n_chains * n_draws
-    prev = posterior["prevalence"].transpose("chain", "draw", "category").to_numpy()
-    conf = (
-        posterior["confusion"]
-        .transpose("chain", "draw", "annotator", "true_category", "category")
-        .to_numpy()
-    )
-    log_prev = np.log(prev.reshape(n_samples, -1))
-    log_conf = np.log(conf.reshape(n_samples, *conf.shape[2:]))
+    names = [LABEL_JOINT]
+    has_difficulty = ITEM_ERROR_RATE in model.named_vars
+    if has_difficulty:
+        names.append(ITEM_ERROR_RATE)
+    evaluator = DrawEvaluator(model, names)
     keep_ll = not point and n_samples * data.n_items <= MAX_LOG_LIKELIHOOD_ELEMENTS
     chain_sum = np.zeros((n_chains, data.n_items, data.n_categories))
     item_ll = np.empty((n_samples, data.n_items)) if keep_ll else None
-    for sl, log_post, ll in iter_label_log_posterior(log_prev, log_conf, data):
-        probs = np.exp(log_post)
+    difficulty = np.empty((n_samples, data.n_items)) if has_difficulty else None
+    gold = data.gold_index
+    known = np.flatnonzero(gold >= 0)
+    mask = np.zeros((data.n_items, data.n_categories))
+    mask[known] = -np.inf
+    mask[known, gold[known]] = 0.0
+    for sl, outs in evaluator.iterate(posterior):
+        joint = outs[0] + mask[None]
+        ll = logsumexp(joint, axis=2)
+        probs = np.exp(joint - ll[..., None])
         chain_of = np.arange(sl.start, sl.stop) // n_draws
         for chain in np.unique(chain_of):
             chain_sum[chain] += probs[chain_of == chain].sum(axis=0)
         if item_ll is not None:
             item_ll[sl] = ll
+        if difficulty is not None:
+            difficulty[sl] = (probs * outs[1]).sum(axis=2)
     probabilities = chain_sum.sum(axis=0) / n_samples
     spread: tuple[float, Any] = (float("nan"), None)
     if n_chains > 1:
@@ -632,16 +644,24 @@ def _posterior_summaries(
     summary["prevalence"] = reduce(posterior["prevalence"])
     summary["confusion"] = reduce(posterior["confusion"])
     summary["annotator_accuracy"] = reduce(posterior["annotator_accuracy"])
+    coords = {
+        "chain": posterior["chain"].to_numpy(),
+        "draw": posterior["draw"].to_numpy(),
+        "item": data.items.to_numpy(),
+    }
+    if difficulty is not None:
+        draws = xr.DataArray(
+            difficulty.reshape(n_chains, n_draws, data.n_items),
+            dims=("chain", "draw", "item"),
+            coords=coords,
+        )
+        summary["difficulty"] = reduce(draws)
     log_lik = None
     if item_ll is not None:
         log_lik = xr.DataArray(
             item_ll.reshape(n_chains, n_draws, data.n_items),
             dims=("chain", "draw", "item"),
-            coords={
-                "chain": posterior["chain"].to_numpy(),
-                "draw": posterior["draw"].to_numpy(),
-                "item": data.items.to_numpy(),
-            },
+            coords=coords,
         )
     return summary, log_lik, spread
 

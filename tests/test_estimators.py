@@ -351,6 +351,11 @@ def fake_posterior(
                 ("chain", "draw", "annotator", "true_category", "category"),
                 np.stack(confs),
             ),
+            # The class-conditional model's free variable, consistent with the confusion draws.
+            "accuracy": (
+                ("chain", "draw", "annotator", "true_category"),
+                np.diagonal(np.stack(confs), axis1=3, axis2=4),
+            ),
         },
         coords=coords,
     )

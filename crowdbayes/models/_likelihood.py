@@ -22,11 +22,75 @@ from scipy.special import logsumexp
 from crowdbayes.data import AnnotationData, CompressedAnnotations
 
 __all__ = [
+    "sum_rows_by_item",
+    "marginal_from_joint",
     "item_category_log_likelihood",
     "marginal_log_likelihood",
     "label_log_posterior",
     "iter_label_log_posterior",
 ]
+
+
+def sum_rows_by_item(terms: pt.TensorVariable, rows: CompressedAnnotations) -> pt.TensorVariable:
+    """Sum per-row terms of shape (row, true_category), weighted by counts, per item (PyTensor).
+
+    Parameters
+    ----------
+    terms : TensorVariable, shape (row, true_category)
+        :math:`\\log p(y_r \\mid z = k)` for each unique row of ``rows``.
+    rows : CompressedAnnotations
+
+    Returns
+    -------
+    TensorVariable, shape (item, true_category)
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from crowdbayes.data import encode_annotations
+    >>> data = encode_annotations(pd.DataFrame({"item": [1, 1, 2], "annotator": list("abb"),
+    ...                                         "label": [0, 1, 1]}))
+    >>> sum_rows_by_item(pt.ones((3, 2)), data.compressed).eval().tolist()
+    [[2.0, 2.0], [1.0, 1.0]]
+    """
+    n_categories = terms.shape[1]
+    terms = terms * rows.count[:, None].astype("float64")
+    totals = pt.zeros((rows.n_items, n_categories))
+    return pt.inc_subtensor(totals[rows.item_index], terms)
+
+
+def marginal_from_joint(joint: pt.TensorVariable, data: AnnotationData) -> pt.TensorVariable:
+    """Per-item log-likelihood from the joint :math:`\\log p(z_i = k, y_i)` (PyTensor).
+
+    Free items sum the true category out (log-sum-exp); gold items keep their gold category's
+    term.
+
+    Parameters
+    ----------
+    joint : TensorVariable, shape (item, true_category)
+    data : AnnotationData
+
+    Returns
+    -------
+    TensorVariable, shape (item,)
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from crowdbayes.data import encode_annotations
+    >>> data = encode_annotations(pd.DataFrame({"item": [1, 2], "annotator": list("ab"),
+    ...                                         "label": [0, 1]}))
+    >>> marginal_from_joint(pt.as_tensor(np.log([[0.2, 0.3], [0.1, 0.1]])), data).exp().eval()
+    array([0.5, 0.2])
+    """
+    gold = data.gold_index
+    if not (gold >= 0).any():
+        return pt.logsumexp(joint, axis=1)
+    free = np.flatnonzero(gold < 0)
+    known = np.flatnonzero(gold >= 0)
+    out = pt.zeros(data.n_items)
+    out = pt.set_subtensor(out[free], pt.logsumexp(joint[free], axis=1))
+    return pt.set_subtensor(out[known], joint[known, gold[known]])
 
 
 def item_category_log_likelihood(
@@ -44,11 +108,8 @@ def item_category_log_likelihood(
     -------
     TensorVariable, shape (item, true_category)
     """
-    n_categories = log_confusion.shape[1]
     terms = log_confusion[rows.annotator_index, :, rows.label_index]  # (row, true_category)
-    terms = terms * rows.count[:, None].astype("float64")
-    totals = pt.zeros((rows.n_items, n_categories))
-    return pt.inc_subtensor(totals[rows.item_index], terms)
+    return sum_rows_by_item(terms, rows)
 
 
 def marginal_log_likelihood(
@@ -74,14 +135,7 @@ def marginal_log_likelihood(
     """
     rows = data.compressed if rows is None else rows
     joint = log_prevalence[None, :] + item_category_log_likelihood(log_confusion, rows)
-    gold = data.gold_index
-    if not (gold >= 0).any():
-        return pt.logsumexp(joint, axis=1)
-    free = np.flatnonzero(gold < 0)
-    known = np.flatnonzero(gold >= 0)
-    out = pt.zeros(data.n_items)
-    out = pt.set_subtensor(out[free], pt.logsumexp(joint[free], axis=1))
-    return pt.set_subtensor(out[known], joint[known, gold[known]])
+    return marginal_from_joint(joint, data)
 
 
 def _item_category_log_likelihood_numpy(
