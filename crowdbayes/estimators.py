@@ -5,6 +5,7 @@ Settings (priors) go to ``__init__`` and are stored unmodified; data go to ``fit
 ``labels_``...). The model itself is built by a pure function in :mod:`crowdbayes.models`.
 """
 
+import json
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -55,6 +56,7 @@ __all__ = [
     "HierarchicalDawidSkene",
     "MODELS",
     "get_model",
+    "rebuild_model",
 ]
 
 Method = Literal["nuts", "map"]
@@ -524,6 +526,7 @@ class BayesianCrowdModel(CrowdModel):
             result_tree[name] = group
         result_tree["summary"] = xr.DataTree(summary)
         self.result_ = FitResult(datatree=result_tree, data=data)
+        self.model_ = model
         return self
 
     def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
@@ -822,10 +825,53 @@ class HierarchicalDawidSkene(BayesianCrowdModel):
         }
 
 
+# --- item-difficulty models: ItemDifficulty, LogisticRandomEffects (models/item_difficulty.py,
+# models/logistic_random_effects.py) ---
+
+# --- spammer and ability models: Mace, Glad (models/mace.py, models/glad.py) ---
+
+
 MODELS: dict[str, type[CrowdModel]] = {
     cls.name: cls
     for cls in (MajorityVote, DawidSkene, ClassConditional, OneCoin, HierarchicalDawidSkene)
 }
+
+
+def rebuild_model(result: FitResult) -> tuple["BayesianCrowdModel", pm.Model]:
+    """The estimator (with the fit's priors) and PyMC model behind a fitted result.
+
+    Works on a result loaded from disk: the model name and priors are in its provenance.
+
+    Parameters
+    ----------
+    result : FitResult
+        Of a Bayesian model (not majority vote).
+
+    Returns
+    -------
+    estimator : BayesianCrowdModel
+        Unfitted, with the priors the result was fitted with.
+    model : pymc.Model
+        Built on ``result.data``.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> sim = simulate_dawid_skene(n_items=20, n_annotators=3, random_seed=0)
+    >>> fit = DawidSkene().fit(sim.annotations, method="map", random_seed=0)
+    >>> estimator, model = rebuild_model(fit.result_)
+    >>> estimator.name, sorted(v.name for v in model.free_RVs)
+    ('dawid-skene', ['confusion', 'prevalence'])
+    """
+    name = result.model_name
+    cls = MODELS.get(name)
+    if cls is None or not issubclass(cls, BayesianCrowdModel):
+        raise ValueError(f"a {name!r} result has no PyMC model to rebuild")
+    priors = result.datatree.attrs.get("priors")
+    if isinstance(priors, str):
+        priors = json.loads(priors)
+    estimator = cls(priors=priors if priors else None)
+    return estimator, estimator.build_model(result.data)
 
 
 def get_model(name: str, **kwargs: Any) -> CrowdModel:

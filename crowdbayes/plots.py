@@ -332,3 +332,9 @@ def plot_prevalence(result: Any) -> Figure:
     detail = f"mean and {_ci_percent(res)} interval" if has_ci.any() else "point estimate"
     ax.set_title(f"Prevalence ({detail})", fontsize=10)
     return fig
+
+
+# --- posterior / prior predictive check panels ---
+
+
+# --- simulation-based calibration ---

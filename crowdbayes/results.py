@@ -45,6 +45,10 @@ CI_PROB = 0.94
 STATISTICS = ["mean", "lower", "upper"]
 
 
+#: Columns appended to :meth:`FitResult.labels` by models with item difficulty.
+DIFFICULTY_COLUMNS = ("difficulty", "difficulty_low", "difficulty_high")
+
+
 def provenance_id(attrs: dict[str, Any]) -> str:
     """SHA-256 of the settings that define a fit (version, model, priors, method, sampler...).
 
@@ -129,7 +133,9 @@ class FitResult:
         -------
         pandas.DataFrame
             Indexed by ``item``; columns ``label``, ``probability``, ``entropy``, then
-            ``p_<category>`` for every category.
+            ``p_<category>`` for every category; for models with item difficulty, then
+            ``difficulty``, ``difficulty_low`` and ``difficulty_high`` (posterior mean and 94 %
+            interval of the probability that a typical annotator mislabels the item).
 
         Examples
         --------
@@ -150,7 +156,12 @@ class FitResult:
         )
         probs = self.label_probabilities()
         probs.columns = [f"p_{c}" for c in probs.columns]
-        return pd.concat([table, probs], axis=1)
+        table = pd.concat([table, probs], axis=1)
+        if "difficulty" in s:
+            difficulty = s["difficulty"].transpose("item", "statistic")
+            for stat, column in zip(STATISTICS, DIFFICULTY_COLUMNS, strict=True):
+                table[column] = difficulty.sel(statistic=stat).to_numpy()
+        return table
 
     def annotators(self) -> pd.DataFrame:
         """Per annotator: number of labels and accuracy with its 94 % interval.

@@ -300,3 +300,9 @@ def simulate_hierarchical_dawid_skene(
         random_seed=rng,
         parameters={"error_mean": mean, "error_scale": scale, "annotator_effect": effect},
     )
+
+
+# --- simulators of the item-difficulty models ---
+
+
+# --- simulators of the spammer and ability models ---
