@@ -1,10 +1,16 @@
-"""The ``crowdbayes`` command: fit a model to a CSV, simulate data, run the demo.
+"""The ``crowdbayes`` command: fit or compare models on a CSV, simulate data, run the demo.
 
 ``crowdbayes fit ANNOTATIONS.csv --model NAME --out DIR`` validates the data, fits the model and
 only then writes ``DIR/labels.csv``, ``annotators.csv``, ``prevalence.csv``, ``confusion.csv``,
 ``fit.nc`` and ``summary.txt``. Bad input (missing file or column, unknown model, invalid
 option) exits with status 2 and one ``crowdbayes: error: ...`` line on stderr, writing nothing.
 Sampling problems are printed on stderr in words and recorded in ``summary.txt``.
+
+``crowdbayes compare ANNOTATIONS.csv --models a,b,c --out DIR`` fits each model by NUTS (same
+options as ``fit``), writes each model's outputs to ``DIR/<model>/`` as ``fit`` does and the
+PSIS-LOO ranking to ``DIR/compare.csv`` (``model,elpd_loo,se,elpd_diff,dse,p_loo,warning``,
+best first; see :func:`crowdbayes.compare.compare`), and prints the table. Fewer than two
+models, a repeated or unknown one, or ``--method map`` exit with status 2 before fitting.
 
 ``crowdbayes simulate --out DIR`` writes simulated ``annotations.csv`` with the truth;
 ``crowdbayes demo`` simulates a realistic dataset, fits the hierarchical Dawid-Skene model by
@@ -89,10 +95,12 @@ def _build_parser() -> _Parser:
 
     parser = _Parser(
         prog=PROG,
-        description="Bayesian aggregation of crowd labels: fit, simulate, demo.",
+        description="Bayesian aggregation of crowd labels: fit, compare, simulate, demo.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{fit,simulate,demo}", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{fit,compare,simulate,demo}", required=True
+    )
 
     fit = sub.add_parser(
         "fit",
@@ -208,6 +216,7 @@ def _build_parser() -> _Parser:
     )
     _add_sampling_options(demo, draws=1000, tune=1000, chains=4, seed=2026)
     demo.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
+    _add_compare_parser(sub)
     return parser
 
 
@@ -231,6 +240,94 @@ def _add_sampling_options(
         help="random seed (default: "
         + ("fresh, recorded in the result)" if seed is None else f"{seed})"),
     )
+
+
+def _model_list(text: str) -> list[str]:
+    """``--models a,b,c``: two or more distinct models that have a likelihood."""
+    from crowdbayes.compare import _comparable_models
+
+    names = [v.strip() for v in text.split(",")]
+    allowed = _comparable_models()
+    if any(v == "" for v in names):
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of models without empty entries, got {text!r}"
+        )
+    unknown = [v for v in names if v not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown or uncomparable model {unknown[0]!r}; choose from {', '.join(allowed)} "
+            "(majority vote has no likelihood)"
+        )
+    repeated = sorted({v for v in names if names.count(v) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"model {repeated[0]!r} is listed twice")
+    if len(names) < 2:
+        raise argparse.ArgumentTypeError(f"needs at least two models to compare, got {text!r}")
+    return names
+
+
+def _add_compare_parser(sub: Any) -> None:
+    from crowdbayes.compare import _comparable_models
+    from crowdbayes.inference import SAMPLERS
+
+    cmp = sub.add_parser(
+        "compare",
+        help="fit several models by NUTS and rank them by PSIS-LOO",
+        description=(
+            "Fit each model to ANNOTATIONS by NUTS, write each one's outputs to DIR/<model>/ "
+            "as 'fit' does, rank the models by PSIS-LOO (leave one item out) and write the "
+            "table to DIR/compare.csv (model, elpd_loo, se, elpd_diff, dse, p_loo, warning; "
+            "best first). Nothing is written unless the data are valid and every fit succeeds."
+        ),
+    )
+    cmp.add_argument("annotations", metavar="ANNOTATIONS", help="CSV file of annotations")
+    cmp.add_argument(
+        "--models",
+        required=True,
+        type=_model_list,
+        metavar="a,b,...",
+        help=f"two or more models, comma-separated: {', '.join(_comparable_models())}",
+    )
+    cmp.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    cmp.add_argument(
+        "--method",
+        default="nuts",
+        choices=["nuts", "map"],
+        help="must be nuts (the default): PSIS-LOO needs posterior draws",
+    )
+    _add_sampling_options(cmp, draws=1000, tune=1000, chains=4, seed=None)
+    cmp.add_argument(
+        "--sampler",
+        default="nutpie",
+        choices=list(SAMPLERS),
+        help="NUTS implementation (default: nutpie)",
+    )
+    cmp.add_argument(
+        "--target-accept",
+        type=_open_probability,
+        default=None,
+        metavar="F",
+        help="NUTS target acceptance rate in (0, 1) (default: the sampler's)",
+    )
+    cmp.add_argument("--gold", metavar="GOLD.csv", help="known true labels (columns item,label)")
+    cmp.add_argument("--item-col", default="item", metavar="C", help="item column (default: item)")
+    cmp.add_argument(
+        "--annotator-col",
+        default="annotator",
+        metavar="C",
+        help="annotator column (default: annotator)",
+    )
+    cmp.add_argument(
+        "--label-col", default="label", metavar="C", help="label column (default: label)"
+    )
+    cmp.add_argument(
+        "--categories",
+        type=_category_list,
+        default=None,
+        metavar="a,b,c",
+        help="the full set of categories, in order (default: the labels seen, sorted)",
+    )
+    cmp.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -443,6 +540,97 @@ def _print_fit_summary(result: Any, elapsed: float, out: Path, written: list[str
     print(f"wrote to {out}/: {', '.join(written)}")
 
 
+# ---------------------------------------------------------------------- compare
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from crowdbayes.compare import compare
+    from crowdbayes.data import encode_annotations
+    from crowdbayes.estimators import MAX_LOG_LIKELIHOOD_ELEMENTS, get_model
+    from crowdbayes.inference import seed_to_int
+
+    if args.method != "nuts":
+        raise CommandLineError(
+            f"--method {args.method}: a posterior mode has no draws, so PSIS-LOO cannot compare "
+            "models; use --method nuts (the default)"
+        )
+    out = Path(args.out)
+    _check_out_dir(out)
+    frame = _read_table(args.annotations, "annotation file")
+    categories = (
+        None
+        if args.categories is None
+        else _typed_categories(args.categories, frame, args.label_col)
+    )
+    if args.gold is not None:
+        gold_path = Path(args.gold)
+        if gold_path.exists() and not gold_path.is_file():
+            raise ValueError(f"gold file {args.gold!r} is not a file")
+    models = {name: get_model(name) for name in args.models}
+    data = _run_reporting_warnings(
+        lambda: encode_annotations(
+            frame,
+            item_col=args.item_col,
+            annotator_col=args.annotator_col,
+            label_col=args.label_col,
+            categories=categories,
+            gold=args.gold,
+        )
+    )
+    size = args.chains * args.draws * data.n_items
+    if size > MAX_LOG_LIKELIHOOD_ELEMENTS:
+        raise CommandLineError(
+            f"chains x draws x items = {size:,} is above {MAX_LOG_LIKELIHOOD_ELEMENTS:,}, the "
+            "largest per-item log-likelihood a fit stores; lower --draws or --chains"
+        )
+    seed = seed_to_int(args.seed)
+
+    def fit_all() -> dict[str, float]:
+        elapsed: dict[str, float] = {}
+        for name, model in models.items():
+            print(f"fitting {name} ...", flush=True)
+            start = time.perf_counter()
+            model.fit(
+                data,
+                method="nuts",
+                draws=args.draws,
+                tune=args.tune,
+                chains=args.chains,
+                sampler=args.sampler,
+                random_seed=seed,
+                target_accept=args.target_accept,
+                progressbar=_show_progress(args),
+            )
+            elapsed[name] = time.perf_counter() - start
+        return elapsed
+
+    elapsed = _run_reporting_warnings(fit_all)
+    table = compare({name: model.result_ for name, model in models.items()})
+    for name, model in models.items():
+        _write_fit_outputs(model.result_, out / name)
+    table.to_csv(out / "compare.csv", index=False)
+
+    print(
+        f"data: {data.n_annotations} labels, {data.n_items} items, {data.n_annotators} "
+        f"annotators, {data.n_categories} categories, {data.n_gold} gold items"
+    )
+    for name, model in models.items():
+        result = model.result_
+        attrs = result.datatree.attrs
+        print(f"fitted {name} {_describe_fit(attrs)} in {_format_seconds(elapsed[name])}")
+        print("  " + _diagnostics_line(result.diagnostics, "nuts"))
+    print("PSIS-LOO, leaving out one item with all its labels (best first; higher is better):")
+    shown = table.copy()
+    shown["warning"] = shown["warning"].replace("", "-")
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    if (table["warning"] != "").any():
+        print(
+            "warning: PSIS-LOO is unreliable for the items with high Pareto k; treat those "
+            "models' elpd_loo with caution"
+        )
+    written = ", ".join(f"{name}/" for name in models)
+    print(f"wrote to {out}/: compare.csv, {written}")
+    return 0
+
+
 # ---------------------------------------------------------------------- simulate
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from crowdbayes.inference import seed_to_int
@@ -618,6 +806,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- entry point
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fit": _cmd_fit,
+    "compare": _cmd_compare,
     "simulate": _cmd_simulate,
     "demo": _cmd_demo,
 }
