@@ -6,7 +6,7 @@ PY := $(BIN)/python
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off -q
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint typecheck check clean venv
+.PHONY: demo test test-slow lint typecheck check clean venv bench bench-quick
 
 # Each stamp depends on pyproject.toml, so editing dependencies reinstalls.
 $(VENV)/.base-stamp: pyproject.toml
@@ -23,6 +23,10 @@ $(VENV)/.dev-stamp: $(VENV)/.test-stamp pyproject.toml
 	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]"
 	@touch $@
 
+$(VENV)/.bench-stamp: $(VENV)/.base-stamp pyproject.toml
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[bench,jax]"
+	@touch $@
+
 venv: $(VENV)/.base-stamp
 
 demo: $(VENV)/.base-stamp
@@ -33,6 +37,14 @@ test: $(VENV)/.test-stamp
 
 test-slow: $(VENV)/.test-stamp
 	$(PY) -m pytest --run-slow $(PYTEST_ARGS)
+
+# Accuracy against crowd-kit on the real datasets and speed against hand-written NumPyro:
+# writes benchmarks/RESULTS.md (hours on 2 cores; bench-quick: minutes).
+bench: $(VENV)/.bench-stamp
+	$(PY) benchmarks/run.py
+
+bench-quick: $(VENV)/.bench-stamp
+	$(PY) benchmarks/run.py --quick --out benchmarks/RESULTS.quick.md
 
 lint: $(VENV)/.dev-stamp
 	$(BIN)/ruff check crowdbayes tests
