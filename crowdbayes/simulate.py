@@ -303,6 +303,468 @@ def simulate_hierarchical_dawid_skene(
 
 
 # --- simulators of the item-difficulty models ---
+__all__ += ["simulate_item_difficulty", "simulate_logistic_random_effects"]
+
+
+def _error_softmax(error_logits: np.ndarray, n_categories: int) -> np.ndarray:
+    """(..., K (K - 1)) off-diagonal logits (diagonal 0) -> (..., K, K) probabilities."""
+    from crowdbayes.models.hierarchical_dawid_skene import off_diagonal_coords
+
+    rows, cols = off_diagonal_coords(n_categories)
+    shape = error_logits.shape[:-1]
+    logits = np.zeros((*shape, n_categories, n_categories))
+    logits[..., rows, cols] = error_logits
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def _difficulty_parameters(
+    n_categories: int, n_errors: int, error_mean: float | np.ndarray, item_scale: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.broadcast_to(np.asarray(error_mean, dtype=float), (n_errors,)).copy()
+    scale = np.broadcast_to(np.asarray(item_scale, dtype=float), (n_errors,)).copy()
+    if np.any(scale < 0) or not np.all(np.isfinite(scale)):
+        raise ValueError("item_scale must be finite and non-negative")
+    if n_categories < 2:
+        raise ValueError(f"n_categories must be at least 2, got {n_categories}")
+    return mean, scale
+
+
+def _simulate_item_dependent(
+    prevalence: np.ndarray,
+    confusion: np.ndarray,
+    row_probability: Any,
+    *,
+    n_items: int,
+    labels_per_item: int,
+    workload_skew: float,
+    rng: np.random.Generator,
+    parameters: dict[str, np.ndarray],
+) -> Simulation:
+    """The design of :func:`simulate_annotations` with a label distribution per (item, annotator).
+
+    ``row_probability(item_index, annotator_index, truth_index)`` gives the (row, category)
+    probabilities of the label; ``confusion`` (average item) is recorded in the result.
+    """
+    n_annotators, n_categories = confusion.shape[0], confusion.shape[1]
+    if not 1 <= labels_per_item <= n_annotators:
+        raise ValueError(
+            f"labels_per_item must be between 1 and n_annotators ({n_annotators}), "
+            f"got {labels_per_item}"
+        )
+    if n_items < 1:
+        raise ValueError(f"n_items must be positive, got {n_items}")
+    truth = rng.choice(n_categories, size=n_items, p=prevalence)
+    weights = np.exp(workload_skew * rng.standard_normal(n_annotators))
+    weights /= weights.sum()
+    keys = np.log(weights)[None, :] + rng.gumbel(size=(n_items, n_annotators))
+    chosen = np.argpartition(-keys, labels_per_item - 1, axis=1)[:, :labels_per_item]
+    item_idx = np.repeat(np.arange(n_items), labels_per_item)
+    annotator_idx = chosen.ravel()
+    probs = row_probability(item_idx, annotator_idx, truth[item_idx])
+    u = rng.random(len(item_idx))[:, None]
+    labels = np.minimum((u > probs.cumsum(axis=1)).sum(axis=1), n_categories - 1)
+    width = len(str(n_annotators - 1))
+    annotators = [f"a{j:0{width}d}" for j in range(n_annotators)]
+    annotations = pd.DataFrame(
+        {
+            "item": item_idx,
+            "annotator": np.asarray(annotators, dtype=object)[annotator_idx],
+            "label": labels,
+        }
+    )
+    true_labels = pd.Series(truth, index=pd.Index(np.arange(n_items), name="item"), name="label")
+    typical = parameters["item_error_rate"]
+    parameters = {**parameters, "difficulty": typical[np.arange(n_items), truth]}
+    return Simulation(
+        annotations=annotations,
+        true_labels=true_labels,
+        prevalence=prevalence,
+        confusion=confusion,
+        categories=list(range(n_categories)),
+        annotators=annotators,
+        parameters=parameters,
+    )
+
+
+def simulate_item_difficulty(
+    *,
+    n_items: int = 500,
+    n_annotators: int = 20,
+    n_categories: int = 3,
+    labels_per_item: int | None = None,
+    prevalence: np.ndarray | None = None,
+    error_mean: float | np.ndarray = -2.0,
+    item_scale: float | np.ndarray = 1.0,
+    workload_skew: float = 1.0,
+    random_seed: int | np.random.Generator | None = None,
+) -> Simulation:
+    """Simulate from the item-difficulty model (ItemDiff): exchangeable annotators.
+
+    Item :math:`i` of true category :math:`k` is labelled :math:`h \\ne k` with log-odds
+    ``error_mean[k, h] + item_scale[k, h] * item_effect[i, m(k, h)]`` against the right label
+    (``item_effect`` standard normal, :math:`m` the rank of :math:`h` among the wrong labels),
+    as in :func:`~crowdbayes.models.item_difficulty.build_item_difficulty`. Every annotator
+    labels alike.
+
+    Parameters
+    ----------
+    n_items, n_annotators, n_categories : int
+    labels_per_item : int, optional
+        Default: 5, or every annotator when there are fewer.
+    prevalence : numpy.ndarray, optional
+        Default: a Dirichlet(5) draw.
+    error_mean : float or numpy.ndarray of shape (K (K - 1),)
+        Log-odds of each wrong label on an item of average difficulty (off-diagonal cells
+        row-major).
+    item_scale : float or numpy.ndarray of shape (K (K - 1),)
+        Between-item standard deviation of those log-odds: the strength of item difficulty.
+        0 gives the one-confusion-matrix model; 2 or more gives items that most annotators
+        get wrong next to items nobody gets wrong.
+    workload_skew : float
+        See :func:`simulate_annotations`.
+    random_seed : int, numpy.random.Generator or None
+
+    Returns
+    -------
+    Simulation
+        ``confusion`` is the average item's (the same for every annotator); ``parameters``
+        holds ``error_mean``, ``item_scale``, ``item_effect`` (item, K - 1),
+        ``item_error_rate`` (item, true_category: a typical annotator's error rate) and
+        ``difficulty`` (item: that error rate for the item's true category).
+
+    Examples
+    --------
+    >>> sim = simulate_item_difficulty(n_items=30, n_annotators=6, item_scale=2.0,
+    ...                                random_seed=2)
+    >>> sorted(sim.parameters)
+    ['difficulty', 'error_mean', 'item_effect', 'item_error_rate', 'item_scale']
+    >>> sim.parameters["difficulty"].shape
+    (30,)
+    """
+    from crowdbayes.models.item_difficulty import wrong_label_slots
+
+    rng = check_random_seed(random_seed)
+    n_errors = n_categories * (n_categories - 1)
+    mean, scale = _difficulty_parameters(n_categories, n_errors, error_mean, item_scale)
+    if prevalence is None:
+        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
+    prevalence = np.asarray(prevalence, dtype=float)
+    effect = rng.standard_normal((n_items, n_categories - 1))
+    item_probs = _error_softmax(
+        mean[None, :] + scale[None, :] * effect[:, wrong_label_slots(n_categories)], n_categories
+    )  # (item, true_category, category)
+    average = _error_softmax(mean, n_categories)
+    confusion = np.broadcast_to(average, (n_annotators, n_categories, n_categories)).copy()
+    k = np.arange(n_categories)
+    return _simulate_item_dependent(
+        prevalence,
+        confusion,
+        lambda item, annotator, truth: item_probs[item, truth],
+        n_items=n_items,
+        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
+        workload_skew=workload_skew,
+        rng=rng,
+        parameters={
+            "error_mean": mean,
+            "item_scale": scale,
+            "item_effect": effect,
+            "item_error_rate": 1.0 - item_probs[:, k, k],
+        },
+    )
+
+
+def simulate_logistic_random_effects(
+    *,
+    n_items: int = 500,
+    n_annotators: int = 20,
+    n_categories: int = 3,
+    labels_per_item: int | None = None,
+    prevalence: np.ndarray | None = None,
+    error_mean: float | np.ndarray = -2.5,
+    error_scale: float | np.ndarray = 0.8,
+    item_scale: float | np.ndarray = 1.0,
+    workload_skew: float = 1.0,
+    random_seed: int | np.random.Generator | None = None,
+) -> Simulation:
+    """Simulate from the logistic random-effects model (LogRndEff).
+
+    Annotator :math:`j` labels item :math:`i` of true category :math:`k` as :math:`h \\ne k`
+    with log-odds ``error_mean[k, h] + error_scale[k, h] * annotator_effect[j, k, h]
+    + item_scale[k, h] * item_effect[i, m(k, h)]`` against the right label (effects standard
+    normal), as in
+    :func:`~crowdbayes.models.logistic_random_effects.build_logistic_random_effects`.
+
+    Parameters
+    ----------
+    n_items, n_annotators, n_categories : int
+    labels_per_item : int, optional
+        Default: 5, or every annotator when there are fewer.
+    prevalence : numpy.ndarray, optional
+        Default: a Dirichlet(5) draw.
+    error_mean, error_scale : float or numpy.ndarray of shape (K (K - 1),)
+        Population mean and between-annotator standard deviation of each off-diagonal logit.
+    item_scale : float or numpy.ndarray of shape (K (K - 1),)
+        Between-item standard deviation: the strength of item difficulty (0: hierarchical
+        Dawid-Skene; 2 or more: strong).
+    workload_skew : float
+        See :func:`simulate_annotations`.
+    random_seed : int, numpy.random.Generator or None
+
+    Returns
+    -------
+    Simulation
+        ``confusion`` is each annotator's on an item of average difficulty; ``parameters``
+        holds ``error_mean``, ``error_scale``, ``annotator_effect`` (annotator, K (K - 1)),
+        ``item_scale``, ``item_effect`` (item, K - 1), ``item_error_rate`` (item,
+        true_category: the error rate of a typical annotator, effect 0) and ``difficulty``
+        (item: that error rate for the item's true category).
+
+    Examples
+    --------
+    >>> sim = simulate_logistic_random_effects(n_items=30, n_annotators=6, random_seed=2)
+    >>> sim.confusion.shape, sim.parameters["annotator_effect"].shape
+    ((6, 3, 3), (6, 6))
+    """
+    from crowdbayes.models.item_difficulty import wrong_label_slots
+
+    rng = check_random_seed(random_seed)
+    n_errors = n_categories * (n_categories - 1)
+    mean, item_sd = _difficulty_parameters(n_categories, n_errors, error_mean, item_scale)
+    annotator_sd = np.broadcast_to(np.asarray(error_scale, dtype=float), (n_errors,)).copy()
+    if prevalence is None:
+        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
+    prevalence = np.asarray(prevalence, dtype=float)
+    annotator_effect = rng.standard_normal((n_annotators, n_errors))
+    item_effect = rng.standard_normal((n_items, n_categories - 1))
+    annotator_logits = mean[None, :] + annotator_sd[None, :] * annotator_effect
+    item_shift = item_sd[None, :] * item_effect[:, wrong_label_slots(n_categories)]
+
+    def row_probability(item: np.ndarray, annotator: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        probs = _error_softmax(annotator_logits[annotator] + item_shift[item], n_categories)
+        return probs[np.arange(len(item)), truth]
+
+    typical = _error_softmax(mean[None, :] + item_shift, n_categories)
+    k = np.arange(n_categories)
+    return _simulate_item_dependent(
+        prevalence,
+        _error_softmax(annotator_logits, n_categories),
+        row_probability,
+        n_items=n_items,
+        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
+        workload_skew=workload_skew,
+        rng=rng,
+        parameters={
+            "error_mean": mean,
+            "error_scale": annotator_sd,
+            "annotator_effect": annotator_effect,
+            "item_scale": item_sd,
+            "item_effect": item_effect,
+            "item_error_rate": 1.0 - typical[:, k, k],
+        },
+    )
 
 
 # --- simulators of the spammer and ability models ---
+__all__ += ["simulate_mace", "simulate_glad"]
+
+
+def simulate_mace(
+    *,
+    n_items: int = 500,
+    n_annotators: int = 20,
+    n_categories: int = 3,
+    labels_per_item: int | None = None,
+    prevalence: np.ndarray | None = None,
+    competence_mean: float = 1.0,
+    competence_scale: float = 1.0,
+    spam_concentration: float = 2.0,
+    workload_skew: float = 1.0,
+    random_seed: int | np.random.Generator | None = None,
+) -> Simulation:
+    """Simulate from the hierarchical MACE model (:func:`~crowdbayes.models.mace.build_mace`).
+
+    Annotator ``j`` labels an item correctly with probability
+    ``competence_j = logit^-1(competence_mean + competence_scale * Normal(0, 1))``, and
+    otherwise draws the label from its spam distribution, a ``Dirichlet(spam_concentration)``
+    draw.
+
+    Parameters
+    ----------
+    n_items, n_annotators, n_categories : int
+    labels_per_item : int, optional
+        Default: 5, or every annotator when there are fewer.
+    prevalence : numpy.ndarray, optional
+        Default: a Dirichlet(5) draw.
+    competence_mean, competence_scale : float
+        Population mean and standard deviation of the competence logits.
+    spam_concentration : float
+        Symmetric Dirichlet concentration of the spam distributions.
+    workload_skew : float
+        See :func:`simulate_annotations`.
+    random_seed : int, numpy.random.Generator or None
+
+    Returns
+    -------
+    Simulation
+        ``confusion`` is ``competence * I + (1 - competence) * spam_distribution``;
+        ``parameters`` holds ``competence`` (annotator), ``spam_distribution``
+        (annotator, category), ``competence_mean``, ``competence_scale`` and
+        ``competence_effect``.
+
+    Examples
+    --------
+    >>> sim = simulate_mace(n_items=30, n_annotators=6, random_seed=2)
+    >>> sorted(sim.parameters)  # doctest: +NORMALIZE_WHITESPACE
+    ['competence', 'competence_effect', 'competence_mean', 'competence_scale',
+     'spam_distribution']
+    >>> bool(np.allclose(sim.confusion.sum(axis=2), 1.0))
+    True
+    """
+    rng = check_random_seed(random_seed)
+    if n_categories < 2:
+        raise ValueError(f"n_categories must be at least 2, got {n_categories}")
+    if competence_scale < 0 or spam_concentration <= 0:
+        raise ValueError(
+            "competence_scale must be non-negative and spam_concentration positive, got "
+            f"{competence_scale} and {spam_concentration}"
+        )
+    if prevalence is None:
+        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
+    effect = rng.standard_normal(n_annotators)
+    competence = 1.0 / (1.0 + np.exp(-(competence_mean + competence_scale * effect)))
+    spam = rng.dirichlet(np.full(n_categories, float(spam_concentration)), size=n_annotators)
+    eye = np.eye(n_categories)
+    confusion = (
+        competence[:, None, None] * eye[None] + (1.0 - competence)[:, None, None] * spam[:, None, :]
+    )
+    return simulate_annotations(
+        prevalence,
+        confusion,
+        n_items=n_items,
+        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
+        workload_skew=workload_skew,
+        random_seed=rng,
+        parameters={
+            "competence": competence,
+            "spam_distribution": spam,
+            "competence_mean": np.asarray(float(competence_mean)),
+            "competence_scale": np.asarray(float(competence_scale)),
+            "competence_effect": effect,
+        },
+    )
+
+
+def simulate_glad(
+    *,
+    n_items: int = 500,
+    n_annotators: int = 20,
+    n_categories: int = 3,
+    labels_per_item: int | None = None,
+    prevalence: np.ndarray | None = None,
+    ability_mean: float = 1.5,
+    ability_scale: float = 1.0,
+    item_scale: float = 0.5,
+    workload_skew: float = 1.0,
+    random_seed: int | np.random.Generator | None = None,
+) -> Simulation:
+    """Simulate from the hierarchical GLAD model (:func:`~crowdbayes.models.glad.build_glad`).
+
+    Annotator ``j`` labels item ``i`` correctly with probability
+    ``logit^-1(ability_j * inverse_difficulty_i)``, and otherwise gives one of the other
+    categories at random, with ``ability_j = ability_mean + ability_scale * Normal(0, 1)`` and
+    ``inverse_difficulty_i = exp(item_scale * Normal(0, 1))``. Which annotators label which
+    items is drawn as in :func:`simulate_annotations`.
+
+    Parameters
+    ----------
+    n_items, n_annotators, n_categories : int
+    labels_per_item : int, optional
+        Default: 5, or every annotator when there are fewer.
+    prevalence : numpy.ndarray, optional
+        Default: a Dirichlet(5) draw.
+    ability_mean, ability_scale : float
+        Population mean and standard deviation of the abilities.
+    item_scale : float
+        Standard deviation of the log inverse difficulties (mean 0).
+    workload_skew : float
+        See :func:`simulate_annotations`.
+    random_seed : int, numpy.random.Generator or None
+
+    Returns
+    -------
+    Simulation
+        ``confusion`` is each annotator's confusion on an item of average difficulty (inverse
+        difficulty 1). ``parameters`` holds ``ability`` (annotator), ``inverse_difficulty``
+        (item), ``difficulty`` (item: the true error rate of a typical annotator,
+        ``1 - logit^-1(ability_mean * inverse_difficulty)``), ``ability_mean``,
+        ``ability_scale``, ``ability_effect``, ``item_scale`` and ``item_effect``.
+
+    Examples
+    --------
+    >>> sim = simulate_glad(n_items=30, n_annotators=6, random_seed=2)
+    >>> sim.parameters["difficulty"].shape, sim.confusion.shape
+    ((30,), (6, 3, 3))
+    >>> bool(np.all((sim.parameters["difficulty"] > 0) & (sim.parameters["difficulty"] < 1)))
+    True
+    """
+    rng = check_random_seed(random_seed)
+    if n_categories < 2:
+        raise ValueError(f"n_categories must be at least 2, got {n_categories}")
+    if ability_scale < 0 or item_scale < 0:
+        raise ValueError(
+            "ability_scale and item_scale must be non-negative, got "
+            f"{ability_scale} and {item_scale}"
+        )
+    if prevalence is None:
+        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
+
+    def sigmoid(x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-x))
+
+    ability_effect = rng.standard_normal(n_annotators)
+    ability = ability_mean + ability_scale * ability_effect
+    item_effect = rng.standard_normal(n_items)
+    inverse_difficulty = np.exp(item_scale * item_effect)
+    eye = np.eye(n_categories)
+    right = sigmoid(ability)[:, None, None]
+    confusion = right * eye[None] + (1.0 - right) / (n_categories - 1) * (1.0 - eye[None])
+    # Who labels what (and the truth) from the shared design; perfect labels, replaced below.
+    design = simulate_annotations(
+        prevalence,
+        np.broadcast_to(eye, (n_annotators, n_categories, n_categories)),
+        n_items=n_items,
+        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
+        workload_skew=workload_skew,
+        random_seed=rng,
+    )
+    annotations = design.annotations.copy()
+    item_idx = annotations["item"].to_numpy()
+    annotator_idx = np.asarray(
+        pd.Index(design.annotators).get_indexer(annotations["annotator"]), dtype=np.int64
+    )
+    truth = design.true_labels.to_numpy()[item_idx]
+    correct = rng.random(len(item_idx)) < sigmoid(
+        ability[annotator_idx] * inverse_difficulty[item_idx]
+    )
+    # A wrong label: one of the K - 1 other categories, uniformly.
+    wrong = (truth + rng.integers(1, n_categories, size=len(item_idx))) % n_categories
+    annotations["label"] = np.where(correct, truth, wrong)
+    return Simulation(
+        annotations=annotations,
+        true_labels=design.true_labels,
+        prevalence=np.asarray(prevalence, dtype=float),
+        confusion=confusion,
+        categories=design.categories,
+        annotators=design.annotators,
+        parameters={
+            "ability": ability,
+            "inverse_difficulty": inverse_difficulty,
+            "difficulty": sigmoid(-ability_mean * inverse_difficulty),
+            "ability_mean": np.asarray(float(ability_mean)),
+            "ability_scale": np.asarray(float(ability_scale)),
+            "ability_effect": ability_effect,
+            "item_scale": np.asarray(float(item_scale)),
+            "item_effect": item_effect,
+        },
+    )

@@ -41,9 +41,18 @@ def csv(sim: cb.Simulation, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _check_label_table(labels: pd.DataFrame, categories: list[str]) -> None:
+#: Models whose labels.csv ends with the item-difficulty columns.
+DIFFICULTY_MODELS = {"item-difficulty", "logistic-random-effects", "glad"}
+
+
+def _check_label_table(
+    labels: pd.DataFrame, categories: list[str], *, difficulty: bool = False
+) -> None:
     p_cols = [f"p_{c}" for c in categories]
-    assert labels.columns.tolist() == ["item", "label", "probability", *p_cols]
+    extra = ["difficulty", "difficulty_low", "difficulty_high"] if difficulty else []
+    assert labels.columns.tolist() == ["item", "label", "probability", *p_cols, *extra]
+    if difficulty:
+        assert labels["difficulty"].between(0, 1).all()
     probs = labels[p_cols].to_numpy()
     assert np.all((probs >= 0) & (probs <= 1))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
@@ -54,9 +63,11 @@ def _check_label_table(labels: pd.DataFrame, categories: list[str]) -> None:
     np.testing.assert_array_equal(probs[np.arange(len(labels)), label_pos], probs.max(axis=1))
 
 
-def _check_fit_dir(out: Path, sim: cb.Simulation, *, intervals: bool) -> None:
+def _check_fit_dir(
+    out: Path, sim: cb.Simulation, *, intervals: bool, difficulty: bool = False
+) -> None:
     labels = pd.read_csv(out / "labels.csv")
-    _check_label_table(labels, ["0", "1", "2"])
+    _check_label_table(labels, ["0", "1", "2"], difficulty=difficulty)
     assert sorted(labels["item"]) == sorted(sim.true_labels.index)
 
     annotators = pd.read_csv(out / "annotators.csv")
@@ -96,7 +107,7 @@ def test_fit_map_writes_every_output(model, csv, sim, tmp_path, capsys) -> None:
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert {p.name for p in out.iterdir()} == FIT_FILES
-    _check_fit_dir(out, sim, intervals=False)
+    _check_fit_dir(out, sim, intervals=False, difficulty=model in DIFFICULTY_MODELS)
     loaded = cb.FitResult.load(out / "fit.nc")
     assert loaded.model_name == model
     pd.testing.assert_frame_equal(
@@ -264,7 +275,7 @@ BAD_FIT_CASES = {
         lambda d, csv: ["fit", str(_write(d / "o.csv", "item,annotator,label\n1,a,0\n2,a,1\n"))],
         "only one annotator",
     ),
-    "unknown-model": (lambda d, csv: ["fit", str(csv), "--model", "glad"], "invalid choice"),
+    "unknown-model": (lambda d, csv: ["fit", str(csv), "--model", "stan"], "invalid choice"),
     "unknown-method": (lambda d, csv: ["fit", str(csv), "--method", "vi"], "invalid choice"),
     "unknown-sampler": (lambda d, csv: ["fit", str(csv), "--sampler", "hmc"], "invalid choice"),
     "zero-draws": (lambda d, csv: ["fit", str(csv), "--draws", "0"], "--draws: must be a positive"),

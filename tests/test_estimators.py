@@ -212,12 +212,16 @@ def test_registry() -> None:
         "class-conditional",
         "one-coin",
         "hierarchical-dawid-skene",
+        "item-difficulty",
+        "logistic-random-effects",
+        "mace",
+        "glad",
     ]
     for name, cls in cb.MODELS.items():
         assert cls.name == name
         assert type(cb.get_model(name)) is cls
-    with pytest.raises(ValueError, match="unknown model 'glad'; choose one of majority-vote"):
-        cb.get_model("glad")
+    with pytest.raises(ValueError, match="unknown model 'stan'; choose one of majority-vote"):
+        cb.get_model("stan")
 
 
 # --------------------------------------------------------------------------- crowd-kit API
