@@ -1,4 +1,4 @@
-"""crowdbayes: hierarchical Bayesian models of annotator reliability for crowd labels.
+"""crowdbayes: hierarchical Bayesian models of annotator reliability and item difficulty.
 
 Fit a model to a table of crowd labels (one row per label given) and read, per item, a posterior
 over the true label; per annotator, a posterior confusion matrix and accuracy; the category
@@ -13,6 +13,7 @@ Examples
 ['label', 'probability', 'entropy']
 """
 
+from crowdbayes.compare import compare
 from crowdbayes.data import AnnotationData, encode_annotations, read_annotations, read_gold
 from crowdbayes.diagnostics import Diagnostics, SamplingWarning
 from crowdbayes.estimators import (
@@ -20,7 +21,11 @@ from crowdbayes.estimators import (
     ClassConditional,
     CrowdModel,
     DawidSkene,
+    Glad,
     HierarchicalDawidSkene,
+    ItemDifficulty,
+    LogisticRandomEffects,
+    Mace,
     MajorityVote,
     NotFittedError,
     OneCoin,
@@ -29,14 +34,24 @@ from crowdbayes.estimators import (
 from crowdbayes.models import (
     ClassConditionalPriors,
     DawidSkenePriors,
+    GladPriors,
     HierarchicalDawidSkenePriors,
+    ItemDifficultyPriors,
+    LogisticRandomEffectsPriors,
+    MacePriors,
     OneCoinPriors,
 )
+from crowdbayes.predictive import posterior_predictive, predictive_check, prior_predictive
 from crowdbayes.results import FitResult
+from crowdbayes.sbc import simulate_from_prior, simulation_based_calibration
 from crowdbayes.simulate import (
     Simulation,
     simulate_dawid_skene,
+    simulate_glad,
     simulate_hierarchical_dawid_skene,
+    simulate_item_difficulty,
+    simulate_logistic_random_effects,
+    simulate_mace,
 )
 
 __version__ = "0.1.0"
@@ -51,18 +66,36 @@ __all__ = [
     "DawidSkenePriors",
     "Diagnostics",
     "FitResult",
+    "Glad",
+    "GladPriors",
     "HierarchicalDawidSkene",
     "HierarchicalDawidSkenePriors",
+    "ItemDifficulty",
+    "ItemDifficultyPriors",
+    "LogisticRandomEffects",
+    "LogisticRandomEffectsPriors",
+    "Mace",
+    "MacePriors",
     "MajorityVote",
     "NotFittedError",
     "OneCoin",
     "OneCoinPriors",
     "SamplingWarning",
     "Simulation",
+    "compare",
     "encode_annotations",
     "get_model",
+    "posterior_predictive",
+    "predictive_check",
+    "prior_predictive",
     "read_annotations",
     "read_gold",
     "simulate_dawid_skene",
+    "simulate_from_prior",
+    "simulate_glad",
     "simulate_hierarchical_dawid_skene",
+    "simulate_item_difficulty",
+    "simulate_logistic_random_effects",
+    "simulate_mace",
+    "simulation_based_calibration",
 ]

@@ -8,6 +8,7 @@ and in a reduced form by default.
 """
 
 import contextlib
+import importlib
 import io
 import warnings
 from pathlib import Path
@@ -21,10 +22,12 @@ import xarray as xr
 from conftest import load_real
 
 import crowdbayes as cb
-import crowdbayes.compare as compare_module
 from crowdbayes.cli import main
 from crowdbayes.compare import COMPARE_COLUMNS, compare
 from crowdbayes.results import FitResult
+
+# The module itself: ``crowdbayes.compare`` is the function once the package is imported.
+compare_module = importlib.import_module("crowdbayes.compare")
 
 MODELS = ["dawid-skene", "one-coin"]
 FIT_FILES = {"labels.csv", "annotators.csv", "prevalence.csv", "confusion.csv", "fit.nc"}
