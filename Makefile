@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off -q
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test test-slow lint typecheck check clean venv bench bench-quick
 
