@@ -36,8 +36,11 @@ is a mixture over :math:`k` of logit-normal distributions; a wide component (lar
 and each item's effect has a posterior that is itself a mixture over the true category. NUTS
 mixes slowly: on 150 simulated binary items with 7 labels each (2 chains x 250 draws), bulk ESS
 3-8 and R-hat 1.34-1.97 with ``item_scale`` 1.5 (chains disagreeing on the prevalence, 0.24 vs
-0.68), ESS 8-19 and R-hat 1.06-1.18 with ``item_scale`` 1.0. Run long chains and read the
-diagnostics; Paun et al. also found ItemDiff among the weakest models.
+0.68), ESS 8-19 and R-hat 1.06-1.18 with ``item_scale`` 1.0; with the default 4 chains x
+1000 draws on 400 items, 3 categories, 5 labels each and ``item_scale`` 2.0, R-hat 1.35 and
+ESS 9. On real binary data with ten labels per item it converges (temp: R-hat 1.003, ESS 3105;
+rte: 1.023, 162). Run long chains and read the diagnostics; Paun et al. also found ItemDiff
+among the weakest models.
 
 Point estimates. The joint mode over the global parameters *and* the item effects is
 degenerate: with a few labels per item, a large ``item_scale`` lets each item's effect fit its
@@ -416,7 +419,7 @@ def build_item_difficulty_integrated(
     data: AnnotationData,
     priors: ItemDifficultyPriors | None = None,
     *,
-    max_nodes: int = 64,
+    max_nodes: int = 256,
 ) -> pm.Model:
     """The item-difficulty model with the item effects summed out by Gauss-Hermite quadrature.
 

@@ -19,7 +19,15 @@ hierarchical Dawid-Skene.
 
 Why non-centred item effects: most items get five labels or fewer, so each item effect is
 weakly identified and its posterior is dominated by the prior's scale, the funnel geometry that
-the centred form samples badly (``benchmarks/noncentred.py`` measures both).
+the centred form samples badly. Measured (``benchmarks/noncentred.py``: 2000 simulated labels,
+400 items, 20 annotators, 3 categories; nutpie, 4 chains x 1000 draws): non-centred min bulk
+ESS 32 of the global parameters, max R-hat 1.10, 406 s; centred ESS 6, R-hat 1.70, 870 s.
+Even non-centred, mixing is slow: with the true category summed out, each item effect's
+posterior is a mixture over the category (:mod:`crowdbayes.models.item_difficulty`); with 400
+items, 3 categories, 5 labels each and ``item_scale`` 2.0 the default run gave R-hat 1.23 and
+ESS 14. With two categories it mixes well (same benchmark, binary: ESS 246, R-hat 1.01) and on
+real binary data with ten labels per item it is adequate (rte: R-hat 1.02, ESS 293; temp:
+1.03, 172).
 """
 
 from dataclasses import dataclass
