@@ -123,8 +123,9 @@ def _build_parser() -> _Parser:
     fit.add_argument(
         "--method",
         default="nuts",
-        choices=["nuts", "map"],
-        help="full posterior by NUTS, or its mode (fast, no intervals) (default: nuts)",
+        choices=["nuts", "map", "vi"],
+        help="full posterior by NUTS, its mode (fast, no intervals), or a variational "
+        "approximation by ADVI (fast, approximate intervals) (default: nuts)",
     )
     _add_sampling_options(fit, draws=1000, tune=1000, chains=4, seed=None)
     fit.add_argument(
@@ -508,6 +509,11 @@ def _describe_fit(attrs: Any) -> str:
         )
     if method == "map":
         return "by its posterior mode (no intervals)"
+    if method == "vi":
+        return (
+            f"by ADVI ({attrs.get('vi_iterations')} steps, {attrs['draws']} draws from the "
+            f"approximation, seed {attrs['random_seed']})"
+        )
     return "by counting votes"
 
 

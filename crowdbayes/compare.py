@@ -229,6 +229,11 @@ def _checked_tree(name: str, fit: Any) -> xr.DataTree:
 
 def _why_no_likelihood(tree: xr.DataTree) -> str:
     """Explain a missing log_likelihood group in words."""
+    if str(tree.attrs.get("method")) in ("map", "vi"):
+        return (
+            f"it was fitted with method={tree.attrs['method']!r}: PSIS-LOO needs posterior draws "
+            "from NUTS (method='nuts', the default)"
+        )
     if "posterior" in tree.children and "summary" in tree.children:
         posterior = tree["posterior"]
         n_samples = int(posterior.sizes.get("chain", 1)) * int(posterior.sizes.get("draw", 1))

@@ -173,9 +173,42 @@ def test_wrong_priors_raise_value_error(priors: Any, named: str, small_sim: cb.S
         cb.DawidSkene(priors=priors).fit(small_sim.annotations, method="map")
 
 
-def test_method_must_be_nuts_or_map(small_sim: cb.Simulation) -> None:
-    with pytest.raises(ValueError, match=r"method must be 'nuts' or 'map', not 'vi'"):
-        cb.DawidSkene().fit(small_sim.annotations, method="vi")  # type: ignore[arg-type]
+def test_method_must_be_nuts_map_or_vi(small_sim: cb.Simulation) -> None:
+    with pytest.raises(ValueError, match=r"method must be 'nuts', 'map' or 'vi', not 'advi'"):
+        cb.DawidSkene().fit(small_sim.annotations, method="advi")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- variational
+@functools.cache
+def vi_fit() -> cb.DawidSkene:
+    _, frame, _, _ = nuts_fit()
+    return cb.DawidSkene().fit(frame, method="vi", draws=2000, random_seed=3)
+
+
+def test_vi_matches_nuts_labels_and_annotators(
+    nuts: tuple[cb.DawidSkene, pd.DataFrame, "pd.Series[Any]", list[Any]],
+) -> None:
+    """ADVI from the EM mode: the labels and annotator means of NUTS, intervals of its size."""
+    model, _, truth, _ = nuts
+    vi = vi_fit()
+    attrs = vi.result_.datatree.attrs
+    assert attrs["method"] == "vi" and attrs["vi_iterations"] == 10_000
+    assert attrs["vi_converged"] == 1 and vi.diagnostics_.ok
+    assert vi.datatree_.posterior.sizes["draw"] == 2000
+    p_vi, p_nuts = vi.label_probs_.to_numpy(), model.label_probs_.to_numpy()
+    assert np.abs(p_vi - p_nuts).mean() < 0.02
+    assert (vi.labels_["label"] == model.labels_["label"]).mean() >= 0.98
+    a_vi, a_nuts = vi.annotators_, model.annotators_
+    assert np.abs(a_vi["accuracy"] - a_nuts["accuracy"]).max() < 0.03
+    ratio = (a_vi["accuracy_high"] - a_vi["accuracy_low"]) / (
+        a_nuts["accuracy_high"] - a_nuts["accuracy_low"]
+    )
+    assert 0.6 < ratio.median() < 1.4, ratio.describe()
+
+
+def test_vi_fit_cannot_enter_loo() -> None:
+    with pytest.raises(ValueError, match="method='vi'"):
+        cb.compare({"a": vi_fit(), "b": vi_fit()})
 
 
 def test_unknown_sampler_names_the_choices(small_sim: cb.Simulation) -> None:
