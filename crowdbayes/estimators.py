@@ -46,7 +46,7 @@ from crowdbayes.models import (
 )
 from crowdbayes.models._common import ITEM_ERROR_RATE, LABEL_JOINT
 from crowdbayes.models._draws import DrawEvaluator
-from crowdbayes.models.glad import GladPriors, build_glad
+from crowdbayes.models.glad import GladPriors, build_glad, build_glad_integrated
 from crowdbayes.models.hierarchical_dawid_skene import off_diagonal_coords
 from crowdbayes.models.mace import MacePriors, build_mace
 from crowdbayes.results import FitResult, interval_summary, make_provenance, point_summary
@@ -1160,6 +1160,11 @@ class Glad(BayesianCrowdModel):
     def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
         """Build the PyMC model (see :func:`~crowdbayes.models.glad.build_glad`)."""
         return build_glad(data, priors)
+
+    def _log_likelihood_model(self, data: AnnotationData, priors: Any) -> pm.Model | None:
+        # Inverse difficulties integrated out (see ItemDifficulty's): PSIS-LOO over global
+        # parameters and annotator abilities.
+        return build_glad_integrated(data, priors)
 
     def _em(self, data: AnnotationData, priors: Any) -> EMResult:
         return em_confusion(data, structure="one_coin", prevalence_concentration=priors.prevalence)

@@ -41,10 +41,16 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._common import RowLogProbability, add_label_model, model_coords
+from crowdbayes.models._common import (
+    LABEL_JOINT,
+    RowLogProbability,
+    add_label_model,
+    model_coords,
+)
+from crowdbayes.models._likelihood import marginal_from_joint
 from crowdbayes.models._priors import PriorsBase, check_positive, positive_array
 
-__all__ = ["GladPriors", "build_glad", "glad_row_log_probability"]
+__all__ = ["GladPriors", "build_glad", "build_glad_integrated", "glad_row_log_probability"]
 
 
 @dataclass(frozen=True)
@@ -231,4 +237,73 @@ def build_glad(data: AnnotationData, priors: GladPriors | None = None) -> pm.Mod
             glad_row_log_probability(ability, inverse_difficulty, n_categories),
             item_error_rate=pt.outer(typical_error, pt.ones(n_categories)),
         )
+    return model
+
+
+def build_glad_integrated(
+    data: AnnotationData, priors: GladPriors | None = None, *, max_nodes: int = 20
+) -> pm.Model:
+    """GLAD with each item's inverse difficulty summed out by Gauss-Hermite quadrature.
+
+    The same priors as :func:`build_glad`; its ``label_joint`` is each item's joint with
+    :math:`\\delta_i` integrated out, given the global parameters and the annotators'
+    abilities. The estimator evaluates it on the posterior draws of :func:`build_glad` to store
+    each item's log-likelihood for PSIS-LOO: conditional on the item's own
+    :math:`\\delta_i`, fitted to that item's labels, the importance weights are unstable.
+
+    Parameters
+    ----------
+    data : AnnotationData
+    priors : GladPriors, optional
+    max_nodes : int
+        Gauss-Hermite nodes (at most 20).
+
+    Returns
+    -------
+    pymc.Model
+        Free variables ``prevalence``, ``ability_mean``, ``ability_scale``, ``ability_effect``
+        and ``item_scale``; no item-level variable.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_glad
+    >>> data = simulate_glad(n_items=20, n_annotators=3, random_seed=1).data
+    >>> names = sorted(v.name for v in build_glad_integrated(data).free_RVs)
+    >>> names  # doctest: +NORMALIZE_WHITESPACE
+    ['ability_effect', 'ability_mean', 'ability_scale', 'item_scale', 'prevalence']
+    """
+    from crowdbayes.models.item_difficulty import integrated_item_joint, item_quadrature
+
+    priors = GladPriors() if priors is None else priors
+    n_categories = data.n_categories
+    rows = data.compressed
+    nodes, log_weights = item_quadrature(1, max_nodes)
+    right = np.eye(n_categories)[rows.label_index]  # (row, true_category): is the label k?
+    count = rows.count.astype("float64")[:, None, None]
+    with pm.Model(coords=model_coords(data)) as model:
+        prevalence = pm.Dirichlet(
+            "prevalence",
+            a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
+            dims="category",
+        )
+        ability_mean = pm.Normal(
+            "ability_mean",
+            mu=np.float64(priors.ability_location),
+            sigma=np.float64(priors.mean_scale),
+        )
+        ability_scale = pm.HalfNormal("ability_scale", sigma=np.float64(priors.annotator_scale))
+        ability_effect = pm.Normal("ability_effect", 0.0, 1.0, dims="annotator")
+        ability = ability_mean + ability_scale * ability_effect
+        item_scale = pm.HalfNormal("item_scale", sigma=np.float64(priors.item_scale))
+        node_inverse_difficulty = pt.exp(item_scale * nodes[:, 0])  # (node,)
+        eta = ability[rows.annotator_index][:, None] * node_inverse_difficulty[None, :]
+        log_right, log_wrong = _coin_log_probabilities(eta, n_categories)  # (row, node)
+        terms = count * pt.where(right[:, None, :], log_right[..., None], log_wrong[..., None])
+        per_item = pt.inc_subtensor(
+            pt.zeros((data.n_items, len(nodes), n_categories))[rows.item_index], terms
+        )
+        joint, _ = integrated_item_joint(data, pt.log(prevalence), per_item, nodes, log_weights)
+        joint.name = LABEL_JOINT
+        model.add_named_variable(joint)
+        pm.Potential("label_likelihood", marginal_from_joint(joint, data).sum())
     return model
