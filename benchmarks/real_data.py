@@ -58,21 +58,52 @@ CROWDBAYES_RUNS = (
     ("crowdbayes one-coin MAP", "one-coin", "map"),
     ("crowdbayes class-conditional NUTS", "class-conditional", "nuts"),
     ("crowdbayes class-conditional MAP", "class-conditional", "map"),
+    ("crowdbayes dawid-skene VI", "dawid-skene", "vi"),
     ("crowdbayes hierarchical-dawid-skene NUTS", "hierarchical-dawid-skene", "nuts"),
     ("crowdbayes hierarchical-dawid-skene MAP", "hierarchical-dawid-skene", "map"),
+    ("crowdbayes mace NUTS", "mace", "nuts"),
+    ("crowdbayes mace MAP", "mace", "map"),
+    ("crowdbayes glad NUTS", "glad", "nuts"),
+    ("crowdbayes glad MAP", "glad", "map"),
+    ("crowdbayes item-difficulty NUTS", "item-difficulty", "nuts"),
+    ("crowdbayes item-difficulty MAP", "item-difficulty", "map"),
+    ("crowdbayes logistic-random-effects NUTS", "logistic-random-effects", "nuts"),
+    ("crowdbayes logistic-random-effects MAP", "logistic-random-effects", "map"),
 )
-#: crowd-kit classes run (name, constructor kwargs); ``Wawa`` and ``ZeroBasedSkill`` of
-#: crowd-kit 1.4.2 fail with scikit-learn >= 1.6 and are skipped.
+#: crowd-kit classes run (name, constructor kwargs). MMSR gives labels only (accuracy, no
+#: probabilities).
 CROWDKIT_RUNS = (
     ("MajorityVote", {}),
+    ("Wawa", {}),
+    ("ZeroBasedSkill", {}),
     ("DawidSkene", {"n_iter": 100}),
     ("OneCoinDawidSkene", {"n_iter": 100}),
     ("GLAD", {}),
+    ("MACE", {}),
+    ("MMSR", {}),
 )
-CROWDKIT_SKIPPED = (
-    "crowd-kit Wawa and ZeroBasedSkill are skipped: crowd-kit 1.4.2's versions break with "
-    "scikit-learn >= 1.6."
+CROWDKIT_ADAPTED = (
+    "crowd-kit 1.4.2's Wawa and ZeroBasedSkill call scikit-learn's `check_is_fitted`, which "
+    "raises `AttributeError: __sklearn_tags__` on their non-scikit-learn classes with "
+    "scikit-learn >= 1.6; this benchmark adapts them (their modules' `check_is_fitted` is "
+    "replaced by a check that the fitted attribute exists, what it did before 1.6) instead of "
+    "pinning scikit-learn < 1.6, which would not install next to the test extra."
 )
+
+
+def adapt_crowdkit_for_sklearn() -> None:
+    """Let crowd-kit 1.4.2's Wawa / ZeroBasedSkill run with scikit-learn >= 1.6 (see above)."""
+    import importlib
+
+    def check_is_fitted(estimator: Any, attributes: str | list[str]) -> None:
+        names = [attributes] if isinstance(attributes, str) else list(attributes)
+        missing = [a for a in names if not hasattr(estimator, a)]
+        if missing:
+            raise AttributeError(f"{type(estimator).__name__} is not fitted: no {missing}")
+
+    for module in ("wawa", "zero_based_skill", "gold_majority_vote"):
+        mod = importlib.import_module(f"crowdkit.aggregation.classification.{module}")
+        mod.check_is_fitted = check_is_fitted  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -148,6 +179,7 @@ def import_crowdkit() -> Any:
             file=sys.stderr,
         )
         return None
+    adapt_crowdkit_for_sklearn()
     return aggregation
 
 
@@ -221,11 +253,21 @@ def run_gold_dataset(
                 with warnings.catch_warnings():
                     # crowd-kit's own deprecation noise; it is not ours to fix.
                     warnings.simplefilter("ignore")
-                    probabilities = getattr(crowdkit, class_name)(**kwargs).fit_predict_proba(frame)
+                    aggregator = getattr(crowdkit, class_name)(**kwargs)
+                    if hasattr(aggregator, "fit_predict_proba"):
+                        probabilities = aggregator.fit_predict_proba(frame)
+                        labels = None
+                    else:
+                        labels = aggregator.fit_predict(frame)
             except Exception as err:  # a baseline failing must not stop the benchmark
                 rows.append(Row(name, label, note=f"failed: {type(err).__name__}: {err}"))
                 continue
             seconds = time.perf_counter() - start
+            if labels is not None:
+                scores = {"accuracy": cb.metrics.accuracy(labels, gold)}
+                row = Row(name, label, scores=scores, seconds=seconds, note="labels only")
+                rows.append(row)
+                continue
             probabilities.columns.name = None
             row = Row(name, label, scores=evaluate(probabilities, gold), seconds=seconds)
             rows.append(row)
@@ -393,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         if crowdkit is not None:
             parts += [
                 "crowd-kit probabilities come from `fit_predict_proba`; the mode is the first "
-                "most probable category. " + CROWDKIT_SKIPPED,
+                "most probable category. " + CROWDKIT_ADAPTED,
                 "",
             ]
     if bars:
