@@ -153,6 +153,24 @@ def glad_row_log_probability(
     return row_log_probability
 
 
+def _global_variables(
+    data: AnnotationData, priors: GladPriors
+) -> tuple[pt.TensorVariable, pt.TensorVariable, pt.TensorVariable, pt.TensorVariable]:
+    """Prevalence, mean ability, abilities (non-centred) and item scale, in the current model."""
+    prevalence = pm.Dirichlet(
+        "prevalence",
+        a=positive_array(priors.prevalence, (data.n_categories,), "prevalence"),
+        dims="category",
+    )
+    ability_mean = pm.Normal(
+        "ability_mean", mu=np.float64(priors.ability_location), sigma=np.float64(priors.mean_scale)
+    )
+    ability_scale = pm.HalfNormal("ability_scale", sigma=np.float64(priors.annotator_scale))
+    ability_effect = pm.Normal("ability_effect", 0.0, 1.0, dims="annotator")
+    item_scale = pm.HalfNormal("item_scale", sigma=np.float64(priors.item_scale))
+    return prevalence, ability_mean, ability_mean + ability_scale * ability_effect, item_scale
+
+
 def build_glad(data: AnnotationData, priors: GladPriors | None = None) -> pm.Model:
     """Build the hierarchical GLAD model with the true category marginalised.
 
@@ -201,22 +219,8 @@ def build_glad(data: AnnotationData, priors: GladPriors | None = None) -> pm.Mod
     priors = GladPriors() if priors is None else priors
     n_categories = data.n_categories
     with pm.Model(coords=model_coords(data)) as model:
-        prevalence = pm.Dirichlet(
-            "prevalence",
-            a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
-            dims="category",
-        )
-        ability_mean = pm.Normal(
-            "ability_mean",
-            mu=np.float64(priors.ability_location),
-            sigma=np.float64(priors.mean_scale),
-        )
-        ability_scale = pm.HalfNormal("ability_scale", sigma=np.float64(priors.annotator_scale))
-        ability_effect = pm.Normal("ability_effect", 0.0, 1.0, dims="annotator")
-        ability = pm.Deterministic(
-            "ability", ability_mean + ability_scale * ability_effect, dims="annotator"
-        )
-        item_scale = pm.HalfNormal("item_scale", sigma=np.float64(priors.item_scale))
+        prevalence, ability_mean, ability, item_scale = _global_variables(data, priors)
+        ability = pm.Deterministic("ability", ability, dims="annotator")
         item_effect = pm.Normal("item_effect", 0.0, 1.0, dims="item")
         inverse_difficulty = pm.Deterministic(
             "inverse_difficulty", pt.exp(item_scale * item_effect), dims="item"
@@ -281,20 +285,7 @@ def build_glad_integrated(
     right = np.eye(n_categories)[rows.label_index]  # (row, true_category): is the label k?
     count = rows.count.astype("float64")[:, None, None]
     with pm.Model(coords=model_coords(data)) as model:
-        prevalence = pm.Dirichlet(
-            "prevalence",
-            a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
-            dims="category",
-        )
-        ability_mean = pm.Normal(
-            "ability_mean",
-            mu=np.float64(priors.ability_location),
-            sigma=np.float64(priors.mean_scale),
-        )
-        ability_scale = pm.HalfNormal("ability_scale", sigma=np.float64(priors.annotator_scale))
-        ability_effect = pm.Normal("ability_effect", 0.0, 1.0, dims="annotator")
-        ability = ability_mean + ability_scale * ability_effect
-        item_scale = pm.HalfNormal("item_scale", sigma=np.float64(priors.item_scale))
+        prevalence, _, ability, item_scale = _global_variables(data, priors)
         node_inverse_difficulty = pt.exp(item_scale * nodes[:, 0])  # (node,)
         eta = ability[rows.annotator_index][:, None] * node_inverse_difficulty[None, :]
         log_right, log_wrong = _coin_log_probabilities(eta, n_categories)  # (row, node)
