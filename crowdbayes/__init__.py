@@ -43,7 +43,7 @@ from crowdbayes.models import (
 )
 from crowdbayes.predictive import posterior_predictive, predictive_check, prior_predictive
 from crowdbayes.results import FitResult
-from crowdbayes.sbc import simulate_from_prior, simulation_based_calibration
+from crowdbayes.sbc import SBCResult, simulate_from_prior, simulation_based_calibration
 from crowdbayes.simulate import (
     Simulation,
     simulate_dawid_skene,
@@ -91,6 +91,7 @@ __all__ = [
     "read_annotations",
     "read_gold",
     "simulate_dawid_skene",
+    "SBCResult",
     "simulate_from_prior",
     "simulate_glad",
     "simulate_hierarchical_dawid_skene",
