@@ -6,7 +6,7 @@ PY := $(BIN)/python
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off -q
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-slow lint typecheck check clean venv bench bench-quick
+.PHONY: demo test test-slow lint typecheck check clean venv bench bench-quick paper
 
 # Each stamp depends on pyproject.toml, so editing dependencies reinstalls.
 $(VENV)/.base-stamp: pyproject.toml
@@ -45,6 +45,19 @@ bench: $(VENV)/.bench-stamp
 
 bench-quick: $(VENV)/.bench-stamp
 	$(PY) benchmarks/run.py --quick --out benchmarks/RESULTS.quick.md
+
+# The paper: every table and figure of paper/paper.md (paper/tables, paper/figures), then the
+# tables filled into paper.md and, with pandoc on PATH, paper/paper.pdf. PAPER_ARGS defaults to
+# the settings of the committed tables and figures (about 35 minutes on 2 cores); the full
+# settings, PAPER_ARGS="--draws 1000 --tune 1000 --chains 4", take about 95 minutes.
+PAPER_ARGS ?= --draws 300 --tune 300 --chains 2
+PAPER_SCRIPTS := overview accuracy anesthesia case_study scale figures_gallery
+paper: $(VENV)/.bench-stamp
+	@set -e; for script in $(PAPER_SCRIPTS); do \
+		echo "== paper/scripts/$$script.py $(PAPER_ARGS)"; \
+		$(PY) paper/scripts/$$script.py $(PAPER_ARGS); \
+	done
+	$(PY) paper/scripts/build_paper.py
 
 lint: $(VENV)/.dev-stamp
 	$(BIN)/ruff check crowdbayes tests

@@ -199,3 +199,132 @@ def test_figures_save_to_png_without_pyplot(ds_map, with_intervals, sim, tmp_pat
         assert abs(width - w_in * 60) <= 1 and abs(height - h_in * 60) <= 1
     # built without pyplot: nothing registered, nothing to close
     assert plt.get_fignums() == before
+
+
+# ---------------------------------------------------------------------- reliability diagram
+def test_reliability_diagram_matches_hand_computed_bins() -> None:
+    import pandas as pd
+
+    from crowdbayes.plots import plot_reliability_diagram
+
+    # Confidences 0.95, 0.95 (both right), 0.6, 0.6 (one right), 0.7 (wrong); 5 bins of 0.2.
+    probs = pd.DataFrame(
+        {"x": [0.95, 0.05, 0.6, 0.4, 0.3], "y": [0.05, 0.95, 0.4, 0.6, 0.7]},
+        index=list("abcde"),
+    )
+    gold = pd.Series({"a": "x", "b": "y", "c": "x", "d": "x", "e": "x", "zz": "y"})
+    fig = plot_reliability_diagram(probs, gold, n_bins=5)
+    (ax,) = fig.axes
+    # bins (0.4, 0.6]: c, d; (0.6, 0.8]: e; (0.8, 1.0]: a, b
+    expected_conf = [0.6, 0.7, 0.95]
+    expected_acc = [0.5, 0.0, 1.0]
+    points = next(line for line in ax.get_lines() if line.get_label().startswith("mean conf"))
+    np.testing.assert_allclose(points.get_xdata(), expected_conf)
+    np.testing.assert_allclose(points.get_ydata(), expected_acc)
+    bars = ax.patches
+    np.testing.assert_allclose([b.get_x() for b in bars], [0.4, 0.6, 0.8])
+    np.testing.assert_allclose([b.get_width() for b in bars], [0.2, 0.2, 0.2])
+    np.testing.assert_allclose([b.get_height() for b in bars], expected_acc)
+    assert [t.get_text() for t in ax.texts] == ["2", "1", "2"]
+    ece = (2 * 0.1 + 1 * 0.7 + 2 * 0.05) / 5
+    assert f"ECE = {ece:.3f}" in ax.get_title()
+    assert "5 gold items" in ax.get_title()
+    assert "(" not in ax.get_title().split(":")[0]  # no model name for a bare DataFrame
+    assert ax.get_xlim() == (0.4, 1.0)  # two categories: confidence >= 0.5, in bin (0.4, 0.6]
+
+
+def test_reliability_diagram_from_fit_into_given_axes(
+    ds_map: cb.DawidSkene, sim: cb.Simulation
+) -> None:
+    from crowdbayes.metrics import calibration_table, expected_calibration_error
+    from crowdbayes.plots import plot_reliability_diagram
+
+    outer = Figure()
+    left, right = outer.subplots(1, 2)
+    fig = plot_reliability_diagram(ds_map, sim.true_labels, n_bins=4, ax=right)
+    assert fig is outer
+    assert not left.lines and right.lines
+    table = calibration_table(ds_map.label_probs_, sim.true_labels, n_bins=4)
+    points = next(line for line in right.get_lines() if line.get_label().startswith("mean conf"))
+    np.testing.assert_allclose(points.get_xdata(), table["confidence"].to_numpy())
+    np.testing.assert_allclose(points.get_ydata(), table["accuracy"].to_numpy())
+    assert [int(t.get_text()) for t in right.texts] == table["n_items"].tolist()
+    assert sum(int(t.get_text()) for t in right.texts) == sim.annotations["item"].nunique()
+    ece = expected_calibration_error(ds_map.label_probs_, sim.true_labels, n_bins=4)
+    assert right.get_title().startswith(f"Reliability diagram (dawid-skene): ECE = {ece:.3f}")
+
+
+def test_reliability_diagram_rejects_foreign_gold(ds_map: cb.DawidSkene) -> None:
+    import pandas as pd
+
+    from crowdbayes.plots import plot_reliability_diagram
+
+    items = ds_map.label_probs_.index[:3]
+    with pytest.raises(ValueError, match="not among the categories"):
+        plot_reliability_diagram(ds_map, pd.Series(["nope"] * 3, index=items))
+    with pytest.raises(ValueError, match="n_bins must be a positive integer"):
+        plot_reliability_diagram(ds_map, pd.Series([0] * 3, index=items), n_bins=0)
+
+
+# ---------------------------------------------------------------------- item uncertainty
+def test_item_uncertainty_against_hand_computed_agreement(
+    ds_map: cb.DawidSkene, sim: cb.Simulation
+) -> None:
+    from crowdbayes.plots import plot_item_uncertainty
+
+    fig = plot_item_uncertainty(ds_map)
+    (ax,) = fig.axes
+    (points,) = ax.get_lines()
+    table = ds_map.labels_
+    agreement = []
+    for item in table.index:
+        labels = sim.annotations.loc[sim.annotations["item"] == item, "label"].tolist()
+        agreement.append(max(labels.count(v) for v in set(labels)) / len(labels))
+    np.testing.assert_allclose(points.get_xdata(), agreement)
+    np.testing.assert_allclose(points.get_ydata(), 1.0 - table["probability"].to_numpy())
+    assert not ax.collections  # no difficulty, no intervals
+    assert "observed agreement" in ax.get_title()
+    ax = plot_item_uncertainty(ds_map.result_, uncertainty="entropy").axes[0]
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), table["entropy"].to_numpy())
+    assert ax.get_ylabel().startswith("entropy")
+
+
+def test_item_uncertainty_against_difficulty(ds_map: cb.DawidSkene) -> None:
+    from crowdbayes.plots import plot_item_uncertainty
+
+    res = ds_map.result_
+    tree = res.datatree.copy(deep=True)
+    summary = tree["summary"].to_dataset()
+    n = res.data.n_items
+    mean = np.linspace(0.05, 0.6, n)
+    lower = mean - 0.04
+    upper = mean + np.linspace(0.01, 0.2, n)
+    lower[0] = np.nan  # an item without an interval draws no segment
+    summary["difficulty"] = xr.DataArray(
+        np.stack([mean, lower, upper], axis=1),
+        dims=("item", "statistic"),
+        coords={"item": summary["item"], "statistic": ["mean", "lower", "upper"]},
+    )
+    tree["summary"] = xr.DataTree(summary)
+    fig = plot_item_uncertainty(cb.FitResult(datatree=tree, data=res.data))
+    (ax,) = fig.axes
+    (points,) = ax.get_lines()
+    np.testing.assert_allclose(points.get_xdata(), mean)
+    np.testing.assert_allclose(points.get_ydata(), 1.0 - res.labels()["probability"].to_numpy())
+    (segments,) = ax.collections
+    segs = np.array(segments.get_segments())
+    assert segs.shape == (n - 1, 2, 2)
+    np.testing.assert_allclose(segs[:, 0, 0], lower[1:])
+    np.testing.assert_allclose(segs[:, 1, 0], upper[1:])
+    np.testing.assert_allclose(segs[:, 0, 1], points.get_ydata()[1:])
+    assert ax.get_xlabel().startswith("difficulty")
+    assert "against difficulty" in ax.get_title()
+
+
+def test_item_uncertainty_rejects_bad_measure(ds_map: cb.DawidSkene) -> None:
+    from crowdbayes.plots import plot_item_uncertainty
+
+    with pytest.raises(ValueError, match="uncertainty must be 'mode' or 'entropy'"):
+        plot_item_uncertainty(ds_map, uncertainty="variance")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not fitted"):
+        plot_item_uncertainty(cb.DawidSkene())
