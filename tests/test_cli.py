@@ -276,7 +276,7 @@ BAD_FIT_CASES = {
         "only one annotator",
     ),
     "unknown-model": (lambda d, csv: ["fit", str(csv), "--model", "stan"], "invalid choice"),
-    "unknown-method": (lambda d, csv: ["fit", str(csv), "--method", "vi"], "invalid choice"),
+    "unknown-method": (lambda d, csv: ["fit", str(csv), "--method", "advi"], "invalid choice"),
     "unknown-sampler": (lambda d, csv: ["fit", str(csv), "--sampler", "hmc"], "invalid choice"),
     "zero-draws": (lambda d, csv: ["fit", str(csv), "--draws", "0"], "--draws: must be a positive"),
     "text-draws": (lambda d, csv: ["fit", str(csv), "--draws", "many"], "--draws: must be"),

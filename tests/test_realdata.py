@@ -295,4 +295,4 @@ def test_benchmark_rejects_unknown_dataset():
     with pytest.raises(SystemExit):
         bench.parse_args(["--datasets", "nope"])
     with pytest.raises(SystemExit):
-        bench.parse_args(["--models", "glad"])
+        bench.parse_args(["--models", "stan"])
