@@ -446,9 +446,11 @@ class BayesianCrowdModel(CrowdModel):
             The full category set (default: the labels seen).
         item_col, annotator_col, label_col : str
             Column names (crowd-kit's ``task`` / ``worker`` are accepted).
-        method : {"nuts", "map"}
-            Full posterior by NUTS, or the posterior mode (EM / L-BFGS) in a fraction of the
-            time, without intervals.
+        method : {"nuts", "map", "vi"}
+            Full posterior by NUTS; the posterior mode (EM / L-BFGS) in a fraction of the
+            time, without intervals; or a mean-field ADVI approximation started at the mode
+            (approximate intervals, no log-likelihood for LOO; see
+            :func:`crowdbayes.inference.fit_variational`).
         draws, tune, chains : int
         sampler : {"nutpie", "pymc", "numpyro", "blackjax"}
         random_seed : int, numpy.random.Generator or None
