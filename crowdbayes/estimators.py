@@ -936,6 +936,10 @@ class _ItemEffectModel(BayesianCrowdModel):
     def _integrated_model(self, data: AnnotationData, priors: Any) -> pm.Model:
         raise NotImplementedError
 
+    def _em(self, data: AnnotationData, priors: Any) -> EMResult:
+        # Starting values of both models: the full-confusion EM mode.
+        return em_confusion(data, structure="full", prevalence_concentration=priors.prevalence)
+
     def _log_likelihood_model(self, data: AnnotationData, priors: Any) -> pm.Model | None:
         # Each item's log-likelihood with its item effect integrated out (quadrature), given
         # the global parameters. The conditional one, given the item's own effect, is what that
@@ -1002,9 +1006,6 @@ class ItemDifficulty(_ItemEffectModel):
     def _integrated_model(self, data: AnnotationData, priors: Any) -> pm.Model:
         return build_item_difficulty_integrated(data, priors)
 
-    def _em(self, data: AnnotationData, priors: Any) -> EMResult:
-        return em_confusion(data, structure="full", prevalence_concentration=priors.prevalence)
-
     def _initial_values(self, em: EMResult, data: AnnotationData) -> dict[str, np.ndarray]:
         # The population logits of the label-count weighted mean of the smoothed EM confusions
         # (all annotators are one); every item starts at average difficulty.
@@ -1054,9 +1055,6 @@ class LogisticRandomEffects(_ItemEffectModel):
 
     def _integrated_model(self, data: AnnotationData, priors: Any) -> pm.Model:
         return build_logistic_random_effects_integrated(data, priors)
-
-    def _em(self, data: AnnotationData, priors: Any) -> EMResult:
-        return em_confusion(data, structure="full", prevalence_concentration=priors.prevalence)
 
     def _initial_values(self, em: EMResult, data: AnnotationData) -> dict[str, np.ndarray]:
         # As HierarchicalDawidSkene: annotator logits from the smoothed EM confusions.
