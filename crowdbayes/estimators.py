@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
-from scipy.special import logsumexp
 
 from crowdbayes.data import AnnotationData, encode_annotations
 from crowdbayes.diagnostics import (
@@ -46,6 +45,7 @@ from crowdbayes.models import (
 )
 from crowdbayes.models._common import ITEM_ERROR_RATE, LABEL_JOINT
 from crowdbayes.models._draws import DrawEvaluator
+from crowdbayes.models._kernels import normalise_joint
 from crowdbayes.models.glad import GladPriors, build_glad, build_glad_integrated
 from crowdbayes.models.hierarchical_dawid_skene import off_diagonal_coords
 from crowdbayes.models.mace import MacePriors, build_mace
@@ -686,14 +686,9 @@ def _posterior_summaries(
     item_ll = np.empty((n_samples, data.n_items)) if keep_ll else None
     difficulty = np.empty((n_samples, data.n_items)) if has_difficulty else None
     gold = data.gold_index
-    known = np.flatnonzero(gold >= 0)
-    mask = np.zeros((data.n_items, data.n_categories))
-    mask[known] = -np.inf
-    mask[known, gold[known]] = 0.0
     for sl, outs in evaluator.iterate(posterior):
-        joint = outs[0] + mask[None]
-        ll = logsumexp(joint, axis=2)
-        probs = np.exp(joint - ll[..., None])
+        probs = np.ascontiguousarray(outs[0], dtype=np.float64)
+        ll = normalise_joint(probs, gold)  # probs now holds p(z_i = k | y_i) per draw
         chain_of = np.arange(sl.start, sl.stop) // n_draws
         for chain in np.unique(chain_of):
             chain_sum[chain] += probs[chain_of == chain].sum(axis=0)
@@ -703,7 +698,7 @@ def _posterior_summaries(
             difficulty[sl] = (probs * outs[1]).sum(axis=2)
     if item_ll is not None and log_likelihood_model is not None:
         for sl, outs in DrawEvaluator(log_likelihood_model, [LABEL_JOINT]).iterate(posterior):
-            item_ll[sl] = logsumexp(outs[0] + mask[None], axis=2)
+            item_ll[sl] = normalise_joint(np.ascontiguousarray(outs[0], dtype=np.float64), gold)
     probabilities = chain_sum.sum(axis=0) / n_samples
     spread: tuple[float, Any] = (float("nan"), None)
     if n_chains > 1:

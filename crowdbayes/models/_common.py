@@ -23,6 +23,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
+from crowdbayes.models._kernels import confusion_item_sum, confusion_marginal_log_likelihood
 from crowdbayes.models._likelihood import marginal_from_joint, sum_rows_by_item
 
 __all__ = [
@@ -72,6 +73,8 @@ def add_label_model(
     log_prevalence: pt.TensorVariable,
     row_log_probability: RowLogProbability,
     item_error_rate: pt.TensorVariable | None = None,
+    item_log_probability: pt.TensorVariable | None = None,
+    total_log_likelihood: pt.TensorVariable | None = None,
 ) -> None:
     """Add the marginal label likelihood and the named variables to the current model.
 
@@ -83,11 +86,22 @@ def add_label_model(
         The model's per-label distribution given the true category.
     item_error_rate : TensorVariable, shape (item, true_category), optional
         For models with item difficulty: P(a typical annotator mislabels item i | z_i = k).
+    item_log_probability : TensorVariable, shape (item, true_category), optional
+        :math:`\\log p(y_i \\mid z_i = k)` when the model computes it faster than by summing
+        ``row_log_probability`` over rows (the confusion-matrix models use
+        :func:`~crowdbayes.models._kernels.confusion_item_sum`).
+    total_log_likelihood : TensorVariable, scalar, optional
+        The potential's value when the model computes it (with its gradient) faster than
+        from ``label_joint``; it must equal the sum of the per-item marginals.
     """
     rows = data.compressed
-    terms = row_log_probability(rows.item_index, rows.annotator_index, rows.label_index)
-    joint = _name(log_prevalence[None, :] + sum_rows_by_item(terms, rows), LABEL_JOINT)
-    pm.Potential("label_likelihood", marginal_from_joint(joint, data).sum())
+    if item_log_probability is None:
+        terms = row_log_probability(rows.item_index, rows.annotator_index, rows.label_index)
+        item_log_probability = sum_rows_by_item(terms, rows)
+    joint = _name(log_prevalence[None, :] + item_log_probability, LABEL_JOINT)
+    if total_log_likelihood is None:
+        total_log_likelihood = marginal_from_joint(joint, data).sum()
+    pm.Potential("label_likelihood", total_log_likelihood)
     every = row_log_probability(data.item_index, data.annotator_index, None)
     _name(every, ANNOTATION_LOG_PROBABILITY)
     if item_error_rate is not None:
@@ -133,5 +147,18 @@ def add_label_likelihood(
 def add_label_log_likelihood(
     data: AnnotationData, log_prevalence: pt.TensorVariable, log_confusion: pt.TensorVariable
 ) -> None:
-    """Add the label model of a confusion-matrix model given log prevalence and log confusion."""
-    add_label_model(data, log_prevalence, confusion_row_log_probability(log_confusion))
+    """Add the label model of a confusion-matrix model given log prevalence and log confusion.
+
+    The per-item sums go through the fused :func:`~crowdbayes.models._kernels.confusion_item_sum`
+    and the potential through
+    :func:`~crowdbayes.models._kernels.confusion_marginal_log_likelihood`.
+    """
+    add_label_model(
+        data,
+        log_prevalence,
+        confusion_row_log_probability(log_confusion),
+        item_log_probability=confusion_item_sum(log_confusion, data.compressed, data.n_annotators),
+        total_log_likelihood=confusion_marginal_log_likelihood(
+            log_prevalence, log_confusion, data.compressed, data.n_annotators, data.gold_index
+        ),
+    )

@@ -14,6 +14,7 @@ import pytensor.tensor as pt
 from crowdbayes.data import AnnotationData
 from crowdbayes.models._common import add_label_likelihood, model_coords
 from crowdbayes.models._priors import AccuracyPriors, positive_array
+from crowdbayes.models._transforms import stick_breaking
 
 __all__ = ["ClassConditionalPriors", "build_class_conditional", "accuracy_to_confusion"]
 
@@ -90,6 +91,7 @@ def build_class_conditional(
             "prevalence",
             a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
             dims="category",
+            default_transform=stick_breaking,
         )
         accuracy = pm.Beta(
             "accuracy",

@@ -22,6 +22,7 @@ from crowdbayes.models._priors import (
     dirichlet_confusion,
     positive_array,
 )
+from crowdbayes.models._transforms import stick_breaking
 
 __all__ = ["DawidSkenePriors", "build_dawid_skene"]
 
@@ -118,9 +119,14 @@ def build_dawid_skene(data: AnnotationData, priors: DawidSkenePriors | None = No
     alpha = priors.prevalence_concentration(data.n_categories)
     beta = priors.confusion_concentration(data.n_annotators, data.n_categories)
     with pm.Model(coords=model_coords(data)) as model:
-        prevalence = pm.Dirichlet("prevalence", a=alpha, dims="category")
+        prevalence = pm.Dirichlet(
+            "prevalence", a=alpha, dims="category", default_transform=stick_breaking
+        )
         confusion = pm.Dirichlet(
-            "confusion", a=beta, dims=("annotator", "true_category", "category")
+            "confusion",
+            a=beta,
+            dims=("annotator", "true_category", "category"),
+            default_transform=stick_breaking,
         )
         add_label_likelihood(data, prevalence, confusion)
     return model

@@ -49,6 +49,7 @@ from crowdbayes.models._common import (
 )
 from crowdbayes.models._likelihood import marginal_from_joint
 from crowdbayes.models._priors import PriorsBase, check_positive, positive_array
+from crowdbayes.models._transforms import stick_breaking
 
 __all__ = ["GladPriors", "build_glad", "build_glad_integrated", "glad_row_log_probability"]
 
@@ -161,6 +162,7 @@ def _global_variables(
         "prevalence",
         a=positive_array(priors.prevalence, (data.n_categories,), "prevalence"),
         dims="category",
+        default_transform=stick_breaking,
     )
     ability_mean = pm.Normal(
         "ability_mean", mu=np.float64(priors.ability_location), sigma=np.float64(priors.mean_scale)

@@ -29,6 +29,7 @@ from crowdbayes.models._priors import (
     check_probability,
     positive_array,
 )
+from crowdbayes.models._transforms import stick_breaking
 
 __all__ = [
     "HierarchicalDawidSkenePriors",
@@ -131,6 +132,7 @@ def build_hierarchical_dawid_skene(
             "prevalence",
             a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
             dims="category",
+            default_transform=stick_breaking,
         )
         error_mean = pm.Normal(
             "error_mean",

@@ -66,6 +66,7 @@ from crowdbayes.models._priors import (
     check_probability,
     positive_array,
 )
+from crowdbayes.models._transforms import stick_breaking
 from crowdbayes.models.hierarchical_dawid_skene import off_diagonal_coords
 
 __all__ = [
@@ -326,6 +327,7 @@ def _global_variables(
         "prevalence",
         a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
         dims="category",
+        default_transform=stick_breaking,
     )
     error_mean = pm.Normal(
         "error_mean",

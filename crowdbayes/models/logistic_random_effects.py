@@ -45,6 +45,7 @@ from crowdbayes.models._priors import (
     check_probability,
     positive_array,
 )
+from crowdbayes.models._transforms import stick_breaking
 from crowdbayes.models.item_difficulty import (
     QUADRATURE_BUDGET,
     diagonal_error_rate,
@@ -118,6 +119,7 @@ def _global_variables(
         "prevalence",
         a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
         dims="category",
+        default_transform=stick_breaking,
     )
     error_mean = pm.Normal(
         "error_mean",

@@ -23,12 +23,9 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._common import (
-    add_label_model,
-    confusion_row_log_probability,
-    model_coords,
-)
+from crowdbayes.models._common import add_label_log_likelihood, model_coords
 from crowdbayes.models._priors import PriorsBase, check_positive, positive_array
+from crowdbayes.models._transforms import stick_breaking
 
 __all__ = ["MacePriors", "build_mace", "mace_log_confusion"]
 
@@ -161,6 +158,7 @@ def build_mace(data: AnnotationData, priors: MacePriors | None = None) -> pm.Mod
             "prevalence",
             a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
             dims="category",
+            default_transform=stick_breaking,
         )
         mean = pm.Normal(
             "competence_mean",
@@ -178,11 +176,12 @@ def build_mace(data: AnnotationData, priors: MacePriors | None = None) -> pm.Mod
                 (data.n_annotators, n_categories),
                 "spam_concentration",
             ),
+            default_transform=stick_breaking,
             dims=("annotator", "category"),
         )
         log_confusion = mace_log_confusion(logit, pt.log(spam))
         pm.Deterministic(
             "confusion", pt.exp(log_confusion), dims=("annotator", "true_category", "category")
         )
-        add_label_model(data, pt.log(prevalence), confusion_row_log_probability(log_confusion))
+        add_label_log_likelihood(data, pt.log(prevalence), log_confusion)
     return model

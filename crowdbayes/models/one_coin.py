@@ -12,6 +12,7 @@ import pymc as pm
 from crowdbayes.data import AnnotationData
 from crowdbayes.models._common import add_label_likelihood, model_coords
 from crowdbayes.models._priors import AccuracyPriors, positive_array
+from crowdbayes.models._transforms import stick_breaking
 from crowdbayes.models.class_conditional import accuracy_to_confusion
 
 __all__ = ["OneCoinPriors", "build_one_coin"]
@@ -61,6 +62,7 @@ def build_one_coin(data: AnnotationData, priors: OneCoinPriors | None = None) ->
             "prevalence",
             a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
             dims="category",
+            default_transform=stick_breaking,
         )
         accuracy = pm.Beta(
             "accuracy",

@@ -1,0 +1,233 @@
+"""The fused per-item sum, its hand-derived gradient, the stick-breaking transform, and the
+label-posterior kernel, each against an independent computation (PyTensor's own indexing and
+autodiff, finite differences, SciPy)."""
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from scipy import stats
+from scipy.special import logsumexp
+
+from crowdbayes.data import encode_annotations
+from crowdbayes.models._kernels import (
+    confusion_item_sum,
+    confusion_marginal_log_likelihood,
+    normalise_joint,
+    register_jax,
+)
+from crowdbayes.models._likelihood import sum_rows_by_item
+from crowdbayes.models._transforms import StickBreaking
+
+MODES = ["FAST_COMPILE", "NUMBA"]
+
+
+def random_rows(seed: int, n_items: int = 40, n_annotators: int = 7, k: int = 3):
+    rng = np.random.default_rng(seed)
+    n = n_items * 4
+    frame = pd.DataFrame(
+        {
+            "item": rng.integers(0, n_items, n),
+            "annotator": rng.integers(0, n_annotators, n),
+            "label": rng.integers(0, k, n),
+        }
+    )
+    data = encode_annotations(frame, categories=list(range(k)))
+    assert (data.compressed.count > 1).any()  # repeated rows are exercised
+    log_conf = np.log(rng.dirichlet(np.ones(k), size=(data.n_annotators, k)))
+    return data, log_conf
+
+
+def indexing_form(log_confusion: pt.TensorVariable, data) -> pt.TensorVariable:
+    rows = data.compressed
+    terms = log_confusion[rows.annotator_index, :, rows.label_index]
+    return sum_rows_by_item(terms, rows)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_item_sum_and_gradient_match_indexing_form(mode: str) -> None:
+    data, log_conf = random_rows(0)
+    lc = pt.tensor3("lc", dtype="float64")
+    weights = np.random.default_rng(1).normal(size=(data.n_items, data.n_categories))
+    fused = confusion_item_sum(lc, data.compressed, data.n_annotators)
+    reference = indexing_form(lc, data)
+    outputs = [
+        fused,
+        reference,
+        pytensor.grad((fused * weights).sum(), lc),
+        pytensor.grad((reference * weights).sum(), lc),
+    ]
+    f = pytensor.function([lc], outputs, mode=mode)
+    got, want, got_grad, want_grad = f(log_conf)
+    assert got.shape == (data.n_items, data.n_categories)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-12, atol=1e-12)
+    assert np.abs(got_grad).sum() > 0
+
+
+def test_item_sum_hand_computation() -> None:
+    frame = pd.DataFrame(
+        {"item": [1, 1, 1, 2], "annotator": ["a", "b", "b", "b"], "label": [0, 1, 1, 0]}
+    )
+    data = encode_annotations(frame)
+    conf = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.4, 0.6]]])
+    out = confusion_item_sum(pt.as_tensor(np.log(conf)), data.compressed, 2).eval()
+    # item 1: a says 0, b says 1 twice; item 2: b says 0
+    want = np.log([[0.9 * 0.3**2, 0.2 * 0.6**2], [0.7, 0.4]])
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 3), (3, 3)])
+def test_shared_confusion_is_broadcast_to_annotators(shape: tuple) -> None:
+    data, log_conf = random_rows(2)
+    shared = log_conf[0].reshape(shape)
+    lc = pt.tensor("lc", dtype="float64", shape=shape)
+    fused = confusion_item_sum(lc, data.compressed, data.n_annotators)
+    reference = indexing_form(pt.broadcast_to(lc, (data.n_annotators, 3, 3)), data)
+    f = pytensor.function(
+        [lc], [fused, reference, pytensor.grad(fused.sum(), lc), pytensor.grad(reference.sum(), lc)]
+    )
+    got, want, got_grad, want_grad = f(shared)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-12)
+
+
+def test_second_derivative_is_refused() -> None:
+    data, _ = random_rows(3)
+    lc = pt.tensor3("lc", dtype="float64")
+    g = pytensor.grad(confusion_item_sum(lc, data.compressed, data.n_annotators).sum(), lc)
+    with pytest.raises(Exception, match="not implemented|NullType"):
+        pytensor.grad(g.sum(), lc)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax extra not installed")
+def test_jax_implementation_matches() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    register_jax()
+    data, log_conf = random_rows(4)
+    lc = pt.tensor3("lc", dtype="float64")
+    fused = confusion_item_sum(lc, data.compressed, data.n_annotators)
+    weights = np.random.default_rng(5).normal(size=(data.n_items, data.n_categories))
+    outputs = [fused, pytensor.grad((fused * weights).sum(), lc)]
+    got = pytensor.function([lc], outputs, mode="JAX")(log_conf)
+    want = pytensor.function([lc], outputs, mode="FAST_COMPILE")(log_conf)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA", "JAX"])
+def test_fused_marginal_and_gradient_match_indexing_form(mode: str) -> None:
+    """The one-pass marginal (with gold items) equals log-sum-exp over the indexing form, and
+    its gradient equals PyTensor's autodiff of that form."""
+    if mode == "JAX":
+        if importlib.util.find_spec("jax") is None:
+            pytest.skip("jax extra not installed")
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        register_jax()
+    data, log_conf = random_rows(6)
+    gold = np.full(data.n_items, -1)
+    gold[[0, 3, 7]] = [2, 0, 1]
+    log_prev = np.log(np.array([0.5, 0.3, 0.2]))
+    lp = pt.vector("lp", dtype="float64")
+    lc = pt.tensor3("lc", dtype="float64")
+    fused = confusion_marginal_log_likelihood(lp, lc, data.compressed, data.n_annotators, gold)
+    joint = lp[None, :] + indexing_form(lc, data)
+    per_item = pt.logsumexp(joint, axis=1)
+    known = np.flatnonzero(gold >= 0)
+    per_item = pt.set_subtensor(per_item[known], joint[known, gold[known]])
+    reference = per_item.sum()
+    outputs = [
+        fused,
+        reference,
+        *pytensor.grad(fused, [lp, lc]),
+        *pytensor.grad(reference, [lp, lc]),
+    ]
+    got, want, g_lp, g_lc, w_lp, w_lc = pytensor.function([lp, lc], outputs, mode=mode)(
+        log_prev, log_conf
+    )
+    assert float(got) == pytest.approx(float(want), rel=1e-12)
+    np.testing.assert_allclose(np.asarray(g_lp), w_lp, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(g_lc), w_lc, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- stick-breaking
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_stick_breaking_round_trip_and_jacobian(k: int) -> None:
+    t = StickBreaking()
+    rng = np.random.default_rng(k)
+    y = pt.vector("y", dtype="float64")
+    x = t.backward(y)
+    jac = pytensor.function([y], pytensor.gradient.jacobian(x[:-1], y))
+    log_det = pytensor.function([y], t.log_jac_det(y))
+    forward = pytensor.function([y], t.forward(x))
+    for _ in range(3):
+        yv = rng.normal(scale=2.0, size=k - 1)
+        xv = t.backward(yv).eval()
+        assert xv.sum() == pytest.approx(1.0) and (xv > 0).all()
+        np.testing.assert_allclose(forward(yv), yv, atol=1e-10)
+        assert log_det(yv) == pytest.approx(np.log(abs(np.linalg.det(jac(yv)))), rel=1e-10)
+    np.testing.assert_allclose(t.backward(np.zeros(k - 1)).eval(), np.full(k, 1 / k))
+
+
+def test_stick_breaking_batched_rows() -> None:
+    t = StickBreaking()
+    x = np.random.default_rng(0).dirichlet(np.ones(4), size=(2, 3))
+    y = t.forward(x).eval()
+    assert y.shape == (2, 3, 3)
+    np.testing.assert_allclose(t.backward(y).eval(), x, rtol=1e-10)
+    assert t.log_jac_det(y).eval().shape == (2, 3)
+
+
+def test_stick_breaking_dirichlet_logp_and_sampling_moments() -> None:
+    """Without the Jacobian the model's density at forward(x) is the Dirichlet's at x; with it,
+    NUTS in the stick-breaking space reproduces the Dirichlet's means."""
+    a = np.array([4.8, 1.6, 1.6])
+    x = np.array([0.6, 0.15, 0.25])
+    with pm.Model() as model:
+        pm.Dirichlet("p", a=a, default_transform=StickBreaking())
+    value = StickBreaking().forward(x).eval()
+    logp = model.compile_logp(jacobian=False)({"p_stick_breaking__": value})
+    assert logp == pytest.approx(stats.dirichlet.logpdf(x, a), rel=1e-12)
+    with model:
+        idata = pm.sample(
+            draws=1000,
+            tune=500,
+            chains=2,
+            random_seed=1,
+            progressbar=False,
+            compute_convergence_checks=False,
+            nuts_sampler="pymc",
+            cores=1,
+        )
+    means = idata.posterior["p"].mean(("chain", "draw")).to_numpy()
+    np.testing.assert_allclose(means, a / a.sum(), atol=0.03)
+
+
+# --------------------------------------------------------------------------- label posterior
+def test_normalise_joint_matches_scipy() -> None:
+    rng = np.random.default_rng(0)
+    joint = rng.normal(size=(4, 6, 3)) * 5
+    joint[1, 2, 0] = -np.inf
+    gold = np.array([-1, 2, -1, -1, 0, -1])
+    expected_ll = logsumexp(joint, axis=2)
+    expected = np.exp(joint - expected_ll[..., None])
+    expected_ll[:, 1] = joint[:, 1, 2]
+    expected_ll[:, 4] = joint[:, 4, 0]
+    expected[:, 1] = [0, 0, 1]
+    expected[:, 4] = [1, 0, 0]
+    ll = normalise_joint(joint, gold)
+    np.testing.assert_allclose(ll, expected_ll, rtol=1e-12)
+    np.testing.assert_allclose(joint, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_normalise_joint_refuses_non_contiguous() -> None:
+    with pytest.raises(ValueError, match="C-contiguous float64"):
+        normalise_joint(np.zeros((2, 3, 2)).transpose(0, 2, 1), np.full(2, -1))
