@@ -68,6 +68,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _vi_iterations(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 20:
+        raise argparse.ArgumentTypeError(f"must be at least 20, got {value}")
+    return value
+
+
 def _open_probability(text: str) -> float:
     try:
         value = float(text)
@@ -128,6 +138,13 @@ def _build_parser() -> _Parser:
         "approximation by ADVI (fast, approximate intervals) (default: nuts)",
     )
     _add_sampling_options(fit, draws=1000, tune=1000, chains=4, seed=None)
+    fit.add_argument(
+        "--vi-iterations",
+        type=_vi_iterations,
+        default=None,
+        metavar="N",
+        help="ADVI steps for --method vi (default: 10,000 up to 100k label rows, fewer above)",
+    )
     fit.add_argument(
         "--sampler",
         default="nutpie",
@@ -470,6 +487,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             random_seed=args.seed,
             target_accept=args.target_accept,
             progressbar=_show_progress(args),
+            vi_iterations=getattr(args, "vi_iterations", None),
         )
         return time.perf_counter() - start
 

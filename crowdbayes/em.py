@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from crowdbayes.data import AnnotationData
+from crowdbayes.models._kernels import _marginal_kernel, _row_inputs
 from crowdbayes.models._likelihood import label_log_posterior
 
 __all__ = ["EMResult", "vote_shares", "em_confusion"]
@@ -155,10 +156,15 @@ def em_confusion(
         raise ValueError(f"unknown structure {structure!r}")
     a0, b0 = accuracy_prior
 
-    def m_step(weights: np.ndarray, shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Parameters given expected counts: the mode (shift 1) or the mean (shift 0)."""
-        prevalence = _normalise(weights.sum(axis=0) + alpha - shift)
-        counts = _label_counts(data, weights)
+    def m_step(
+        weight_sum: np.ndarray, counts: np.ndarray, shift: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Parameters given expected counts: the mode (shift 1) or the mean (shift 0).
+
+        ``weight_sum`` (category,): expected number of items per true category; ``counts``
+        (annotator, true_category, category): expected label counts.
+        """
+        prevalence = _normalise(weight_sum + alpha - shift)
         if structure == "full":
             confusion = _normalise(counts + beta - shift)
             return prevalence, confusion, np.diagonal(confusion, axis1=1, axis2=2).copy()
@@ -171,6 +177,8 @@ def em_confusion(
         return prevalence, _accuracy_to_confusion(accuracy, n_k), accuracy
 
     posterior = vote_shares(data)
+    weight_sum, counts = posterior.sum(axis=0), _label_counts(data, posterior)
+    row_inputs = [*_row_inputs(data.compressed), np.asarray(data.gold_index, dtype=np.int64)]
     previous = -np.inf
     log_post = -np.inf
     converged = False
@@ -178,12 +186,12 @@ def em_confusion(
     while n_iter < max_iter:
         n_iter += 1
         # M-step: posterior mode given expected counts.
-        prevalence, confusion, accuracy = m_step(posterior, 1.0)
-        # E-step.
-        log_label_post, item_ll = label_log_posterior(
-            np.log(prevalence)[None], np.log(confusion)[None], data
+        prevalence, confusion, accuracy = m_step(weight_sum, counts, 1.0)
+        # E-step: one pass over the rows gives the log-likelihood and the expected counts (the
+        # gradients of the marginal log-likelihood with respect to the log parameters).
+        log_lik, weight_sum, counts = _marginal_kernel(
+            np.log(prevalence), np.ascontiguousarray(np.log(confusion)), *row_inputs
         )
-        posterior = np.exp(log_label_post[0])
         log_prior = float(((alpha - 1.0) * np.log(prevalence)).sum())
         if structure == "full":
             log_prior += float(((beta - 1.0) * np.log(confusion)).sum())
@@ -191,13 +199,15 @@ def em_confusion(
             log_prior += float(
                 ((a0 - 1.0) * np.log(accuracy) + (b0 - 1.0) * np.log1p(-accuracy)).sum()
             )
-        log_post = float(item_ll.sum()) + log_prior
+        log_post = float(log_lik) + log_prior
         if abs(log_post - previous) <= tol * max(1.0, abs(log_post)):
             converged = True
             break
         previous = log_post
     # Starting values for NUTS: posterior means given the final expected counts.
-    start_prevalence, start_confusion, start_accuracy = m_step(posterior, 0.0)
+    start_prevalence, start_confusion, start_accuracy = m_step(weight_sum, counts, 0.0)
+    log_label_post, _ = label_log_posterior(np.log(prevalence)[None], np.log(confusion)[None], data)
+    posterior = np.exp(log_label_post[0])
     return EMResult(
         start_prevalence=start_prevalence,
         start_confusion=start_confusion,

@@ -28,6 +28,7 @@ from crowdbayes.inference import (
     Sampler,
     VariationalInfo,
     check_random_seed,
+    default_vi_iterations,
     find_map,
     fit_variational,
     sample_posterior,
@@ -433,6 +434,7 @@ class BayesianCrowdModel(CrowdModel):
         target_accept: float | None = None,
         progressbar: bool = True,
         cores: int | None = None,
+        vi_iterations: int | None = None,
     ) -> "BayesianCrowdModel":
         """Fit the model: posterior by NUTS (default) or its mode (``method="map"``).
 
@@ -458,6 +460,9 @@ class BayesianCrowdModel(CrowdModel):
         target_accept : float, optional
         progressbar : bool
         cores : int, optional
+        vi_iterations : int, optional
+            ADVI steps for ``method="vi"`` (default:
+            :func:`crowdbayes.inference.default_vi_iterations` of the number of label rows).
 
         Returns
         -------
@@ -489,6 +494,11 @@ class BayesianCrowdModel(CrowdModel):
             posterior, vi_info = fit_variational(
                 model,
                 start=self._initial_values(em, data),
+                iterations=(
+                    default_vi_iterations(len(data.compressed.item_index))
+                    if vi_iterations is None
+                    else vi_iterations
+                ),
                 draws=draws,
                 random_seed=seed,
                 progressbar=progressbar,

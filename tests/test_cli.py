@@ -352,6 +352,13 @@ def test_top_level_usage(capsys) -> None:
     assert capsys.readouterr().err.startswith("crowdbayes: error: argument")
 
 
+def test_vi_iterations_option(csv, tmp_path, capsys) -> None:
+    assert main(["fit", str(csv), "--out", str(tmp_path / "o"), "--vi-iterations", "5"]) == 2
+    assert "--vi-iterations: must be at least 20, got 5" in capsys.readouterr().err
+    assert main(["fit", "--help"]) == 0
+    assert "--vi-iterations N" in capsys.readouterr().out
+
+
 def test_installed_script_exit_status(tmp_path) -> None:
     script = shutil.which("crowdbayes", path=str(Path(sys.executable).parent))
     if script is None:

@@ -29,7 +29,7 @@ hand-derived gradient of one sum, checked against PyTensor's own gradient of the
 in the tests.
 """
 
-from typing import Any
+from typing import Any, cast
 
 import numba
 import numpy as np
@@ -241,7 +241,7 @@ class ConfusionItemSum(Op):
         out = pt.tensor(dtype="float64", shape=(None, k))
         return Apply(self, checked, [out])
 
-    def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:
+    def perform(self, node: Apply, inputs: Any, outputs: Any) -> None:
         outputs[0][0] = _item_sum_kernel(*inputs)
 
     def infer_shape(self, node: Apply, shapes: list[Any]) -> list[Any]:
@@ -266,12 +266,12 @@ class ConfusionItemSumGrad(Op):
 
     __props__ = ()
 
-    def make_node(self, output_grad: Any, *inputs: Any) -> Apply:
+    def make_node(self, output_grad: Any, *inputs: Any) -> Apply:  # type: ignore[override]
         checked = _check_inputs(*inputs)
         output_grad = pt.as_tensor_variable(output_grad).astype("float64")
         return Apply(self, [output_grad, *checked], [checked[0].type()])
 
-    def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:
+    def perform(self, node: Apply, inputs: Any, outputs: Any) -> None:
         outputs[0][0] = _item_sum_grad_kernel(*inputs)
 
     def infer_shape(self, node: Apply, shapes: list[Any]) -> list[Any]:
@@ -301,7 +301,7 @@ class ConfusionMarginal(Op):
 
     __props__ = ()
 
-    def make_node(self, log_prevalence: Any, *inputs: Any) -> Apply:
+    def make_node(self, log_prevalence: Any, *inputs: Any) -> Apply:  # type: ignore[override]
         *rest, gold = inputs
         checked = _check_inputs(*rest)
         log_prevalence = pt.as_tensor_variable(log_prevalence)
@@ -313,7 +313,7 @@ class ConfusionMarginal(Op):
         outputs = [pt.scalar(dtype="float64"), log_prevalence.type(), checked[0].type()]
         return Apply(self, [log_prevalence, *checked, gold], outputs)
 
-    def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:
+    def perform(self, node: Apply, inputs: Any, outputs: Any) -> None:
         for store, value in zip(outputs, _marginal_kernel(*inputs), strict=True):
             store[0] = value
 
@@ -379,7 +379,8 @@ def confusion_item_sum(
     >>> np.exp(out).round(3).tolist()  # item 1: 0.9 * 0.3 and 0.2 * 0.6; item 2: 0.3 and 0.6
     [[0.27, 0.12], [0.3, 0.6]]
     """
-    return ConfusionItemSum()(_broadcast_confusion(log_confusion, n_annotators), *_row_inputs(rows))
+    out = ConfusionItemSum()(_broadcast_confusion(log_confusion, n_annotators), *_row_inputs(rows))
+    return cast(pt.TensorVariable, out)
 
 
 def _broadcast_confusion(log_confusion: Any, n_annotators: int) -> pt.TensorVariable:
@@ -441,10 +442,10 @@ def confusion_marginal_log_likelihood(
     """
     log_confusion = _broadcast_confusion(log_confusion, n_annotators)
     log_prevalence = pt.as_tensor_variable(log_prevalence).astype("float64")
-    total, _, _ = ConfusionMarginal()(
+    outputs = ConfusionMarginal()(
         log_prevalence, log_confusion, *_row_inputs(rows), np.asarray(gold, dtype=np.int64)
     )
-    return total
+    return cast(pt.TensorVariable, cast(list, outputs)[0])
 
 
 _JAX_REGISTERED = False
