@@ -354,7 +354,7 @@ def test_top_level_usage(capsys) -> None:
 
 def test_vi_iterations_option(csv, tmp_path, capsys) -> None:
     assert main(["fit", str(csv), "--out", str(tmp_path / "o"), "--vi-iterations", "5"]) == 2
-    assert "--vi-iterations: must be at least 20, got 5" in capsys.readouterr().err
+    assert "--vi-iterations: must be an integer of at least 20, got '5'" in capsys.readouterr().err
     assert main(["fit", "--help"]) == 0
     assert "--vi-iterations N" in capsys.readouterr().out
 
