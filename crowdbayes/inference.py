@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import pymc as pm
@@ -30,6 +30,9 @@ __all__ = [
     "default_vi_iterations",
     "VariationalInfo",
 ]
+
+#: PyMC's logger: the sampler line ("NUTS[nutpie]: ...") reads as when pm.sample prints it.
+_log = logging.getLogger("pymc")
 
 Sampler = Literal["nutpie", "pymc", "numpyro", "blackjax"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
@@ -180,6 +183,20 @@ def sample_posterior(
         if not 0.0 < target_accept < 1.0:
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}")
         kwargs["target_accept"] = target_accept
+    if sampler == "nutpie":
+        dt = _sample_nutpie(
+            model,
+            draws=int(draws),
+            tune=int(tune),
+            chains=int(chains),
+            cores=cores,
+            random_seed=random_seed,
+            initvals=initvals,
+            progressbar=progressbar,
+            **kwargs,
+        )
+        if dt is not None:
+            return dt
     with model:
         dt = pm.sample(
             draws=int(draws),
@@ -205,6 +222,46 @@ def sample_posterior(
                 )
             )
     return dt
+
+
+def _sample_nutpie(
+    model: pm.Model,
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    cores: int,
+    random_seed: int | np.random.Generator | None,
+    initvals: dict[str, np.ndarray] | None,
+    progressbar: bool,
+    **kwargs: Any,
+) -> xr.DataTree | None:
+    """Run nutpie on :func:`crowdbayes._nutpie.compile_model` (None: use ``pm.sample``)."""
+    import time
+
+    import nutpie
+    from pymc.backends.arviz import patch_nutpie_idata
+
+    from crowdbayes._nutpie import compile_model
+
+    compiled = compile_model(model, initvals)
+    if compiled is None:
+        return None
+    _log.info("NUTS[nutpie]: %s", [rv.name for rv in model.free_RVs])
+    start = time.time()
+    dt = nutpie.sample(
+        compiled,
+        draws=draws,
+        tune=max(tune, 1),  # nuts-rs needs at least one tuning step
+        chains=chains,
+        cores=cores,
+        seed=seed_to_int(random_seed),
+        save_warmup=False,
+        progress_bar=progressbar,
+        **kwargs,
+    )
+    patch_nutpie_idata(dt, model, sampling_time=time.time() - start)
+    return cast(xr.DataTree, dt)
 
 
 def find_map(

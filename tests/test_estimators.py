@@ -198,7 +198,13 @@ def test_vi_matches_nuts_labels_and_annotators(
     assert vi.datatree_.posterior.sizes["draw"] == 2000
     p_vi, p_nuts = vi.label_probs_.to_numpy(), model.label_probs_.to_numpy()
     assert np.abs(p_vi - p_nuts).mean() < 0.02
-    assert (vi.labels_["label"] == model.labels_["label"]).mean() >= 0.98
+    # the labels agree on every item NUTS does not call a near-tie (its two most probable
+    # categories within 0.1 of each other); a near-tie's mode is decided by Monte Carlo noise
+    top_two = np.sort(p_nuts, axis=1)[:, -2:]
+    clear = (top_two[:, 1] - top_two[:, 0]) > 0.1
+    assert clear.mean() > 0.9
+    agree = (vi.labels_["label"] == model.labels_["label"]).to_numpy()
+    assert agree[clear].all()
     a_vi, a_nuts = vi.annotators_, model.annotators_
     assert np.abs(a_vi["accuracy"] - a_nuts["accuracy"]).max() < 0.03
     ratio = (a_vi["accuracy_high"] - a_vi["accuracy_low"]) / (

@@ -21,7 +21,7 @@ from crowdbayes.models._kernels import (
     register_jax,
 )
 from crowdbayes.models._likelihood import sum_rows_by_item
-from crowdbayes.models._transforms import StickBreaking
+from crowdbayes.models._transforms import StickBreaking, exclusive_cumsum
 
 MODES = ["FAST_COMPILE", "NUMBA"]
 
@@ -209,6 +209,55 @@ def test_stick_breaking_dirichlet_logp_and_sampling_moments() -> None:
         )
     means = idata.posterior["p"].mean(("chain", "draw")).to_numpy()
     np.testing.assert_allclose(means, a / a.sum(), atol=0.03)
+
+
+# --------------------------------------------------------------------------- exclusive cumsum
+def _numpy_exclusive(x: np.ndarray, reverse: bool) -> np.ndarray:
+    if reverse:
+        return np.cumsum(x[..., ::-1], axis=-1)[..., ::-1] - x
+    return np.cumsum(x, axis=-1) - x
+
+
+@pytest.mark.parametrize("mode", [*MODES, "JAX"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("shape", [(4,), (2, 3, 4)])
+def test_exclusive_cumsum_values_and_gradient(mode: str, reverse: bool, shape: tuple) -> None:
+    """Against NumPy, and its gradient against PyTensor's autodiff of ``pt.cumsum``; the
+    input of the 3-d case is a transposed (non-contiguous) view."""
+    if mode == "JAX":
+        if importlib.util.find_spec("jax") is None:
+            pytest.skip("jax extra not installed")
+        register_jax()
+    rng = np.random.default_rng(len(shape))
+    base = pt.tensor("base", dtype="float64", shape=(None,) * len(shape))
+    x = base.transpose(1, 0, 2) if len(shape) == 3 else base
+    value = rng.normal(size=shape)
+    weights = rng.normal(
+        size=np.asarray(value.transpose(1, 0, 2) if len(shape) == 3 else value).shape
+    )
+    ours = exclusive_cumsum(x, reverse=reverse)
+    xr_ = x[..., ::-1] if reverse else x
+    inclusive = pt.cumsum(xr_, axis=-1)
+    reference = (inclusive[..., ::-1] if reverse else inclusive) - x
+    f = pytensor.function(
+        [base],
+        [
+            ours,
+            pytensor.grad((ours * weights).sum(), base),
+            pytensor.grad((reference * weights).sum(), base),
+        ],
+        mode=mode,
+    )
+    got, grad, want_grad = f(value)
+    viewed = value.transpose(1, 0, 2) if len(shape) == 3 else value
+    np.testing.assert_allclose(got, _numpy_exclusive(viewed, reverse), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_exclusive_cumsum_refuses_scalars_and_integers() -> None:
+    with pytest.raises(TypeError, match="float64"):
+        exclusive_cumsum(pt.scalar("s", dtype="float64"))
+    assert exclusive_cumsum(np.array([1, 2, 3])).eval().tolist() == [0.0, 1.0, 3.0]
 
 
 # --------------------------------------------------------------------------- label posterior

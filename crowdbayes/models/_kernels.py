@@ -452,7 +452,7 @@ _JAX_REGISTERED = False
 
 
 def register_jax() -> None:
-    """Give both Ops JAX implementations (for the ``numpyro`` and ``blackjax`` samplers).
+    """Give the Ops here and in ``_transforms`` JAX implementations (``numpyro``, ``blackjax``).
 
     Called by :func:`crowdbayes.inference.sample_posterior` before a JAX sampler compiles the
     model; importing JAX only then keeps ``import crowdbayes`` light.
@@ -499,4 +499,7 @@ def register_jax() -> None:
 
         return grad
 
+    from crowdbayes.models._transforms import register_jax as register_transforms_jax
+
+    register_transforms_jax()
     _JAX_REGISTERED = True
