@@ -31,7 +31,7 @@ __all__ = ["ExclusiveCumsum", "StickBreaking", "exclusive_cumsum", "stick_breaki
 
 
 @numba.njit(cache=True, nogil=True)
-def _exclusive_cumsum_kernel(x: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+def _exclusive_cumsum_kernel(x: np.ndarray, reverse: bool) -> np.ndarray:  # pragma: no cover
     n = x.shape[-1]
     out = np.empty(x.shape)
     if out.size == 0:
@@ -40,26 +40,21 @@ def _exclusive_cumsum_kernel(x: np.ndarray) -> np.ndarray:  # pragma: no cover -
     flat_out = out.reshape((-1, n))
     for i in range(flat_x.shape[0]):
         total = 0.0
-        for j in range(n):
+        for step in range(n):
+            j = n - 1 - step if reverse else step
             flat_out[i, j] = total
             total += flat_x[i, j]
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _reverse_exclusive_cumsum_kernel(x: np.ndarray) -> np.ndarray:  # pragma: no cover
-    n = x.shape[-1]
-    out = np.empty(x.shape)
-    if out.size == 0:
-        return out
-    flat_x = np.ascontiguousarray(x).reshape((-1, n))
-    flat_out = out.reshape((-1, n))
-    for i in range(flat_x.shape[0]):
-        total = 0.0
-        for j in range(n - 1, -1, -1):
-            flat_out[i, j] = total
-            total += flat_x[i, j]
-    return out
+def _forward_kernel(x: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    return _exclusive_cumsum_kernel(x, False)
+
+
+@numba.njit(cache=True, nogil=True)
+def _reverse_kernel(x: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    return _exclusive_cumsum_kernel(x, True)
 
 
 class ExclusiveCumsum(Op):
@@ -81,8 +76,7 @@ class ExclusiveCumsum(Op):
         return Apply(self, [x], [x.type()])
 
     def perform(self, node: Apply, inputs: Any, outputs: Any) -> None:
-        kernel = _reverse_exclusive_cumsum_kernel if self.reverse else _exclusive_cumsum_kernel
-        outputs[0][0] = kernel(np.asarray(inputs[0]))
+        outputs[0][0] = _exclusive_cumsum_kernel(np.asarray(inputs[0]), self.reverse)
 
     def infer_shape(self, node: Apply, shapes: list[Any]) -> list[Any]:
         return [shapes[0]]
@@ -93,11 +87,7 @@ class ExclusiveCumsum(Op):
 
 @register_funcify_default_op_cache_key(ExclusiveCumsum)
 def _numba_exclusive_cumsum(op: Op, node: Apply | None = None, **kwargs: Any) -> Any:
-    return (
-        _reverse_exclusive_cumsum_kernel
-        if cast(ExclusiveCumsum, op).reverse
-        else _exclusive_cumsum_kernel
-    )
+    return _reverse_kernel if cast(ExclusiveCumsum, op).reverse else _forward_kernel
 
 
 def exclusive_cumsum(x: Any, reverse: bool = False) -> pt.TensorVariable:
