@@ -219,8 +219,9 @@ def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None
             expand_func=expand_fn_pt,
             reparameterized_names=reparameterized_names,
         )
-    except (TypeError, AttributeError, ValueError) as err:
-        # nutpie's private helpers changed shape: say so once and use its public compile
+    except (TypeError, AttributeError) as err:
+        # nutpie's private helpers changed signature or fields: use its public compile (an
+        # error about the model itself, such as bad initvals, propagates unchanged)
         warnings.warn(
             f"crowdbayes' lean nutpie compile failed ({type(err).__name__}: {err}); "
             "using nutpie.compile_pymc_model (slower to compile, same sampler)",

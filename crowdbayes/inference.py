@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
@@ -237,8 +238,6 @@ def _sample_nutpie(
     **kwargs: Any,
 ) -> xr.DataTree | None:
     """Run nutpie on :func:`crowdbayes._nutpie.compile_model` (None: use ``pm.sample``)."""
-    import time
-
     import nutpie
     from pymc.backends.arviz import patch_nutpie_idata
 
@@ -418,8 +417,6 @@ def fit_variational(
     >>> bool(abs(mean - 2.0) < 0.1 and abs(sd - 0.5) < 0.05), info.converged
     (True, True)
     """
-    import time
-
     if method not in ("advi", "fullrank_advi"):
         raise ValueError(f"method must be 'advi' or 'fullrank_advi', not {method!r}")
     for name, value in (("iterations", iterations), ("draws", draws)):

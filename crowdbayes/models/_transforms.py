@@ -139,10 +139,6 @@ def _offset(n: Any) -> pt.TensorVariable:
     return pt.log(n - pt.arange(n).astype("float64"))
 
 
-def _exclusive_cumsum(x: pt.TensorVariable) -> pt.TensorVariable:
-    return exclusive_cumsum(x)
-
-
 class StickBreaking(Transform):
     """Stick-breaking simplex transform (as in Stan and NumPyro), for ``default_transform``.
 
@@ -180,7 +176,7 @@ class StickBreaking(Transform):
 
     def backward(self, value: Any, *inputs: Any) -> pt.TensorVariable:
         log_z, log_one_minus_z = self._log_parts(value)
-        log_rest = _exclusive_cumsum(log_one_minus_z)
+        log_rest = exclusive_cumsum(log_one_minus_z)
         log_x = pt.concatenate(
             [log_z + log_rest, pt.sum(log_one_minus_z, axis=-1, keepdims=True)], axis=-1
         )
@@ -188,7 +184,7 @@ class StickBreaking(Transform):
 
     def log_jac_det(self, value: Any, *inputs: Any) -> pt.TensorVariable:
         log_z, log_one_minus_z = self._log_parts(value)
-        log_rest = _exclusive_cumsum(log_one_minus_z)
+        log_rest = exclusive_cumsum(log_one_minus_z)
         return pt.sum(log_z + log_one_minus_z + log_rest, axis=-1)
 
 
