@@ -184,6 +184,8 @@ def sample_posterior(
         if not 0.0 < target_accept < 1.0:
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}")
         kwargs["target_accept"] = target_accept
+    if sampler in ("numpyro", "blackjax"):
+        kwargs["nuts"] = {"chain_method": _jax_chain_method(int(chains))}
     if sampler == "nutpie":
         dt = _sample_nutpie(
             model,
@@ -223,6 +225,20 @@ def sample_posterior(
                 )
             )
     return dt
+
+
+def _jax_chain_method(chains: int) -> str:
+    """NumPyro's ``chain_method``: one JAX device per chain if there are enough, else one device.
+
+    ``"parallel"`` needs a device per chain; ``"vectorized"`` steps all chains together on one
+    device (a single GPU). Importing ``pymc.sampling.jax`` first lets it ask XLA for many host
+    CPU devices, which only works before anything has initialised JAX; otherwise there may be
+    one device, and ``"parallel"`` would run the chains one after another, with a warning.
+    """
+    import jax
+    import pymc.sampling.jax  # noqa: F401
+
+    return "parallel" if jax.local_device_count() >= chains else "vectorized"
 
 
 def _sample_nutpie(
