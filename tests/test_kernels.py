@@ -15,6 +15,9 @@ from scipy.special import logsumexp
 
 from crowdbayes.data import encode_annotations
 from crowdbayes.models._kernels import (
+    _marginal_kernel_for,
+    _marginal_log_space_kernel,
+    _row_inputs,
     confusion_item_sum,
     confusion_marginal_log_likelihood,
     normalise_joint,
@@ -122,9 +125,11 @@ def test_jax_implementation_matches() -> None:
 
 
 @pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA", "JAX"])
-def test_fused_marginal_and_gradient_match_indexing_form(mode: str) -> None:
+@pytest.mark.parametrize("static_k", [True, False])
+def test_fused_marginal_and_gradient_match_indexing_form(mode: str, static_k: bool) -> None:
     """The one-pass marginal (with gold items) equals log-sum-exp over the indexing form, and
-    its gradient equals PyTensor's autodiff of that form."""
+    its gradient equals PyTensor's autodiff of that form; with the number of categories known
+    to the graph (the kernel specialised for it) or not (the generic kernel)."""
     if mode == "JAX":
         if importlib.util.find_spec("jax") is None:
             pytest.skip("jax extra not installed")
@@ -136,7 +141,7 @@ def test_fused_marginal_and_gradient_match_indexing_form(mode: str) -> None:
     gold = np.full(data.n_items, -1)
     gold[[0, 3, 7]] = [2, 0, 1]
     log_prev = np.log(np.array([0.5, 0.3, 0.2]))
-    lp = pt.vector("lp", dtype="float64")
+    lp = pt.tensor("lp", shape=(3,) if static_k else (None,), dtype="float64")
     lc = pt.tensor3("lc", dtype="float64")
     fused = confusion_marginal_log_likelihood(lp, lc, data.compressed, data.n_annotators, gold)
     joint = lp[None, :] + indexing_form(lc, data)
@@ -156,6 +161,80 @@ def test_fused_marginal_and_gradient_match_indexing_form(mode: str) -> None:
     assert float(got) == pytest.approx(float(want), rel=1e-12)
     np.testing.assert_allclose(np.asarray(g_lp), w_lp, rtol=1e-10)
     np.testing.assert_allclose(np.asarray(g_lc), w_lc, rtol=1e-10, atol=1e-12)
+
+
+def _numpy_marginal(log_prev, log_conf, rows, gold):
+    """Reference: joint by ``np.add.at``, SciPy's log-sum-exp, softmax responsibilities."""
+    item = np.repeat(np.arange(len(rows[3]) - 1), np.diff(rows[3]))
+    annotator, label, count = rows[0], rows[1], rows[2]
+    joint = np.tile(log_prev, (len(rows[3]) - 1, 1))
+    np.add.at(joint, item, count[:, None] * log_conf[annotator, :, label])
+    per_item = logsumexp(joint, axis=1)
+    resp = np.exp(joint - per_item[:, None])
+    known = np.flatnonzero(gold >= 0)
+    per_item[known] = joint[known, gold[known]]
+    resp[known] = np.eye(len(log_prev))[gold[known]]
+    grad_conf = np.zeros_like(log_conf)
+    np.add.at(grad_conf, (annotator, slice(None), label), count[:, None] * resp[item])
+    return per_item.sum(), resp.sum(axis=0), grad_conf
+
+
+def _marginal_case(case: str, k: int):
+    rng = np.random.default_rng(k)
+    if case == "random":
+        data, log_conf = random_rows(k, k=k)
+        rows = _row_inputs(data.compressed)
+        gold = np.full(data.n_items, -1)
+        gold[[0, 3]] = [k - 1, 0]
+        return np.log(rng.dirichlet(np.ones(k))), log_conf, rows, gold
+    # 4 items of 600 rows. Annotators 0-2 are near-certain: item 0 (random labels) keeps the
+    # categories far apart, item 2 (all 0, then all k-1) loses one to underflow and needs the
+    # log-space pass, item 3 is gold. Annotator 3 gives label k-1 probability ~0.01 under
+    # every category: item 1 (600 such rows) shrinks all categories alike and is rescaled.
+    n_rows = 600
+    annotator = np.tile(np.arange(3), (4, n_rows // 3))
+    annotator[1] = 3
+    labels = rng.integers(0, k, (4, n_rows))
+    labels[1] = k - 1
+    labels[2, : n_rows // 2], labels[2, n_rows // 2 :] = 0, k - 1
+    conf = np.full((4, k, k), 1e-4 / (k - 1))
+    conf[:, np.arange(k), np.arange(k)] = 1 - 1e-4
+    conf[3, :, k - 1] = 0.01
+    conf[3, k - 1, k - 1] = 0.012
+    others = conf[3, :, : k - 1]
+    conf[3, :, : k - 1] = others / others.sum(axis=1, keepdims=True) * (1 - conf[3, :, k - 1 :])
+    log_conf = np.log(conf)
+    if case == "underflow":
+        log_conf[0, 0, 1] = -800.0  # exp underflows to 0: items 0 and 2 need log space
+        log_conf[1, 0, 1] = -np.inf  # (the gold item, category 1, never uses it)
+    elif case == "positive":
+        log_conf[2, 0, 0] = 0.3  # not a probability: the whole pass runs in log space
+    rows = [
+        annotator.ravel().astype(np.int64),
+        labels.ravel().astype(np.int64),
+        rng.choice([1.0, 1.0, 1.0, 2.0], 4 * n_rows),
+        np.arange(0, 4 * n_rows + 1, n_rows, dtype=np.int64),
+    ]
+    return np.log(rng.dirichlet(np.ones(k))), log_conf, rows, np.array([-1, -1, -1, 1])
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 9])
+@pytest.mark.parametrize("case", ["random", "long_items", "underflow", "positive"])
+def test_product_space_marginal_matches_log_space(case: str, k: int) -> None:
+    """The probability-space kernel (specialised and generic in the number of categories) equals
+    the log-space kernel and a NumPy/SciPy reference, through rescaling, underflow to zero,
+    -inf log-probabilities, repeated rows, gold items and the all-log-space fallback."""
+    log_prev, log_conf, rows, gold = _marginal_case(case, k)
+    want = _numpy_marginal(log_prev, log_conf, rows, gold)
+    log_space = _marginal_log_space_kernel(log_prev, log_conf, *rows, gold)
+    for kernel in (_marginal_kernel_for(k), _marginal_kernel_for(None)):
+        got = kernel(log_prev, log_conf, *rows, gold)
+        for g, w, ls in zip(got, want, log_space, strict=True):
+            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-9)
+            np.testing.assert_allclose(np.asarray(g), np.asarray(ls), rtol=1e-12, atol=1e-9)
+    assert np.isfinite(float(want[0]))
+    with pytest.raises(ValueError, match="wrong number of categories"):
+        _marginal_kernel_for(k + 1)(log_prev, log_conf, *rows, gold)
 
 
 # --------------------------------------------------------------------------- stick-breaking
