@@ -368,7 +368,7 @@ def _marginal_kernel(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Total marginal log-likelihood and its gradients (see :class:`ConfusionMarginal`)."""
     kernel = _marginal_kernel_for(int(log_prevalence.shape[0]))
-    return kernel(log_prevalence, log_confusion, annotator, label, count, item_starts, gold)  # type: ignore[no-any-return]
+    return kernel(log_prevalence, log_confusion, annotator, label, count, item_starts, gold)
 
 
 @numba.njit(cache=True, nogil=True)
