@@ -38,6 +38,8 @@ in the tests.
 """
 
 import functools
+import hashlib
+from pathlib import Path
 from typing import Any, cast
 
 import numba
@@ -62,6 +64,11 @@ __all__ = [
     "normalise_joint",
     "register_jax",
 ]
+
+
+#: Salt of the Ops' numba cache keys: PyTensor caches a compiled Op under its key alone (not the
+#: code), so any edit of this file must change the key, or a stale kernel would be reused.
+_SOURCE_VERSION = int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12], 16)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -108,62 +115,6 @@ def _item_sum_grad_kernel(
 
 
 @numba.njit(cache=True, nogil=True)
-def _marginal_log_space_kernel(
-    log_prevalence: np.ndarray,
-    log_confusion: np.ndarray,
-    annotator: np.ndarray,
-    label: np.ndarray,
-    count: np.ndarray,
-    item_starts: np.ndarray,
-    gold: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    n_items = item_starts.shape[0] - 1
-    k = log_prevalence.shape[0]
-    total = 0.0
-    grad_prevalence = np.zeros(k)
-    grad_confusion = np.zeros(log_confusion.shape)
-    joint = np.empty(k)
-    for i in range(n_items):
-        start, stop = item_starts[i], item_starts[i + 1]
-        for t in range(k):
-            joint[t] = log_prevalence[t]
-        for r in range(start, stop):
-            a = annotator[r]
-            h = label[r]
-            c = count[r]
-            for t in range(k):
-                joint[t] += c * log_confusion[a, t, h]
-        g = gold[i]
-        if g >= 0:
-            # a gold item keeps its gold category's term; responsibility is a point mass
-            total += joint[g]
-            for t in range(k):
-                joint[t] = 0.0
-            joint[g] = 1.0
-        else:
-            m = joint[0]
-            for t in range(1, k):
-                if joint[t] > m:
-                    m = joint[t]
-            norm = 0.0
-            for t in range(k):
-                joint[t] = np.exp(joint[t] - m)
-                norm += joint[t]
-            total += m + np.log(norm)
-            for t in range(k):
-                joint[t] /= norm  # p(z_i = t | y_i): the gradient of the item's term
-        for t in range(k):
-            grad_prevalence[t] += joint[t]
-        for r in range(start, stop):
-            a = annotator[r]
-            h = label[r]
-            c = count[r]
-            for t in range(k):
-                grad_confusion[a, t, h] += c * joint[t]
-    return np.asarray(total), grad_prevalence, grad_confusion
-
-
-@numba.njit(cache=True, nogil=True)
 def _log_space_item(
     log_prevalence: np.ndarray,
     log_confusion: np.ndarray,
@@ -193,8 +144,68 @@ def _log_space_item(
         joint[t] = np.exp(joint[t] - m)
         norm += joint[t]
     for t in range(k):
-        joint[t] /= norm
+        joint[t] /= norm  # p(z_i = t | y_i): the gradient of the item's term
     return m + np.log(norm)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gold_item(
+    log_prevalence: np.ndarray,
+    log_confusion: np.ndarray,
+    annotator: np.ndarray,
+    label: np.ndarray,
+    count: np.ndarray,
+    start: int,
+    stop: int,
+    gold: int,
+    joint: np.ndarray,
+) -> float:  # pragma: no cover - compiled
+    """A gold item keeps its gold category's term; its responsibility is a point mass."""
+    total = log_prevalence[gold]
+    for r in range(start, stop):
+        total += count[r] * log_confusion[annotator[r], gold, label[r]]
+    for t in range(joint.shape[0]):
+        joint[t] = 0.0
+    joint[gold] = 1.0
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _marginal_log_space_kernel(
+    log_prevalence: np.ndarray,
+    log_confusion: np.ndarray,
+    annotator: np.ndarray,
+    label: np.ndarray,
+    count: np.ndarray,
+    item_starts: np.ndarray,
+    gold: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """The marginal kernel in log space: one log-sum-exp per item (the reference form)."""
+    n_items = item_starts.shape[0] - 1
+    k = log_prevalence.shape[0]
+    total = 0.0
+    grad_prevalence = np.zeros(k)
+    grad_confusion = np.zeros(log_confusion.shape)
+    joint = np.empty(k)
+    for i in range(n_items):
+        start, stop = item_starts[i], item_starts[i + 1]
+        if gold[i] >= 0:
+            total += _gold_item(
+                log_prevalence, log_confusion, annotator, label, count, start, stop, gold[i], joint
+            )
+        else:
+            total += _log_space_item(
+                log_prevalence, log_confusion, annotator, label, count, start, stop, joint
+            )
+        for t in range(k):
+            grad_prevalence[t] += joint[t]
+        for r in range(start, stop):
+            a = annotator[r]
+            h = label[r]
+            c = count[r]
+            for t in range(k):
+                grad_confusion[a, t, h] += c * joint[t]
+    return np.asarray(total), grad_prevalence, grad_confusion
 
 
 #: Smallest positive normal float64: a scaled product below it has lost precision.
@@ -252,13 +263,9 @@ def _marginal_body(
         start, stop = item_starts[i], item_starts[i + 1]
         g = gold[i]
         if g >= 0:
-            # a gold item keeps its gold category's term; responsibility is a point mass
-            total += log_prevalence[g]
-            for r in range(start, stop):
-                total += count[r] * log_confusion[annotator[r], g, label[r]]
-            for t in range(k):
-                joint[t] = 0.0
-            joint[g] = 1.0
+            total += _gold_item(
+                log_prevalence, log_confusion, annotator, label, count, start, stop, g, joint
+            )
         else:
             offset = top  # the log of the scale the product carries
             for t in range(k):
@@ -558,17 +565,17 @@ class ConfusionMarginal(Op):
 def _numba_marginal(op: Op, node: Apply | None = None, **kwargs: Any) -> tuple[Any, str]:
     # the number of categories is the static length of log_prevalence, when the graph knows it
     k = None if node is None else node.inputs[0].type.shape[0]
-    return _marginal_kernel_for(k), f"crowdbayes.ConfusionMarginal.v2.k={k}"
+    return _marginal_kernel_for(k), f"crowdbayes.ConfusionMarginal.{_SOURCE_VERSION:x}.k={k}"
 
 
 @register_funcify_default_op_cache_key(ConfusionItemSum)
 def _numba_item_sum(op: Op, node: Apply | None = None, **kwargs: Any) -> Any:
-    return _item_sum_kernel
+    return _item_sum_kernel, _SOURCE_VERSION
 
 
 @register_funcify_default_op_cache_key(ConfusionItemSumGrad)
 def _numba_item_sum_grad(op: Op, node: Apply | None = None, **kwargs: Any) -> Any:
-    return _item_sum_grad_kernel
+    return _item_sum_grad_kernel, _SOURCE_VERSION
 
 
 def confusion_item_sum(

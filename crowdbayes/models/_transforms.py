@@ -17,6 +17,8 @@ transform uses :class:`ExclusiveCumsum`, a small Op over the last axis with a nu
 JAX implementation and an exact gradient (the reversed exclusive cumulative sum).
 """
 
+import hashlib
+from pathlib import Path
 from typing import Any, cast
 
 import numba
@@ -85,9 +87,15 @@ class ExclusiveCumsum(Op):
         return [ExclusiveCumsum(reverse=not self.reverse)(cotangents[0])]
 
 
+#: Salt of the Op's numba cache key: PyTensor caches a compiled Op under its key alone (not the
+#: code), so any edit of this file must change the key, or a stale kernel would be reused.
+_SOURCE_VERSION = int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12], 16)
+
+
 @register_funcify_default_op_cache_key(ExclusiveCumsum)
 def _numba_exclusive_cumsum(op: Op, node: Apply | None = None, **kwargs: Any) -> Any:
-    return _reverse_kernel if cast(ExclusiveCumsum, op).reverse else _forward_kernel
+    kernel = _reverse_kernel if cast(ExclusiveCumsum, op).reverse else _forward_kernel
+    return kernel, _SOURCE_VERSION
 
 
 def exclusive_cumsum(x: Any, reverse: bool = False) -> pt.TensorVariable:
