@@ -38,8 +38,6 @@ in the tests.
 """
 
 import functools
-import hashlib
-from pathlib import Path
 from typing import Any, cast
 
 import numba
@@ -54,6 +52,7 @@ from pytensor.link.numba.dispatch.basic import (
 )
 
 from crowdbayes.data import CompressedAnnotations
+from crowdbayes.models._transforms import source_version
 
 __all__ = [
     "ConfusionItemSum",
@@ -66,9 +65,7 @@ __all__ = [
 ]
 
 
-#: Salt of the Ops' numba cache keys: PyTensor caches a compiled Op under its key alone (not the
-#: code), so any edit of this file must change the key, or a stale kernel would be reused.
-_SOURCE_VERSION = int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12], 16)
+_SOURCE_VERSION = source_version(__file__)  # salt of the Ops' numba cache keys
 
 
 @numba.njit(cache=True, nogil=True)

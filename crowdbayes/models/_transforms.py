@@ -87,9 +87,16 @@ class ExclusiveCumsum(Op):
         return [ExclusiveCumsum(reverse=not self.reverse)(cotangents[0])]
 
 
-#: Salt of the Op's numba cache key: PyTensor caches a compiled Op under its key alone (not the
-#: code), so any edit of this file must change the key, or a stale kernel would be reused.
-_SOURCE_VERSION = int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12], 16)
+def source_version(path: str) -> int:
+    """Salt for the numba cache key of an Op defined in the file ``path``: a hash of its bytes.
+
+    PyTensor caches a compiled Op under its key alone (not the code), so any edit of the file
+    must change the key, or a stale kernel would be reused from ``~/.pytensor``.
+    """
+    return int(hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12], 16)
+
+
+_SOURCE_VERSION = source_version(__file__)
 
 
 @register_funcify_default_op_cache_key(ExclusiveCumsum)
