@@ -1,8 +1,15 @@
 """Convergence diagnostics in words, and the per-chain label-switching check.
 
-After every NUTS fit crowdbayes computes R-hat, bulk and tail ESS (ArviZ) and counts divergences,
-and checks each chain separately for permuted categories, which R-hat misses when every chain is
+After every NUTS fit crowdbayes computes R-hat, bulk and tail ESS and counts divergences, and
+checks each chain separately for permuted categories, which R-hat misses when every chain is
 permuted. Problems are reported as :class:`SamplingWarning` with what to do about them.
+
+R-hat and ESS are ArviZ's (rank-normalised split R-hat, the larger of bulk and folded; bulk ESS;
+tail ESS at ArviZ's ``stats.ci_prob`` quantiles; Vehtari et al. 2021), computed here for all
+parameters at once: ``arviz_stats`` loops over parameters in Python, which took 4.7 s of a
+Dawid-Skene fit to the 8,000 labels of rte (658 parameters) against about 1 s vectorised. The
+values equal ArviZ's to rounding (``tests/test_diagnostics.py``); parameters with non-finite
+draws go through ArviZ itself.
 """
 
 from dataclasses import dataclass, field
@@ -11,12 +18,16 @@ from typing import Any
 import arviz as az
 import numpy as np
 import xarray as xr
+from arviz_base import rcParams
+from scipy.fft import next_fast_len
 from scipy.optimize import linear_sum_assignment
+from scipy.special import ndtri
 
 __all__ = [
     "SamplingWarning",
     "Diagnostics",
     "compute_diagnostics",
+    "convergence_statistics",
     "chain_permutations",
 ]
 
@@ -135,6 +146,143 @@ class Diagnostics:
         return cls(**values)
 
 
+def _split_chains(x: np.ndarray) -> np.ndarray:
+    # (parameter, chain, draw) -> (parameter, 2 chain, draw // 2): first and last halves
+    half = x.shape[2] // 2
+    return np.concatenate([x[:, :, :half], x[:, :, x.shape[2] - half :]], axis=1)
+
+
+def _average_ranks(a: np.ndarray) -> np.ndarray:
+    # 1-based ranks over the last axis, ties given their average rank (scipy's rankdata)
+    n = a.shape[1]
+    order = np.argsort(a, axis=1)
+    ordered = np.take_along_axis(a, order, axis=1)
+    position = np.arange(1, n + 1, dtype=float)
+    starts = np.ones(a.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    if starts.all():
+        ranked = np.broadcast_to(position, a.shape)
+    else:
+        ends = np.ones(a.shape, dtype=bool)
+        ends[:, :-1] = starts[:, 1:]
+        first = np.maximum.accumulate(np.where(starts, position, 0.0), axis=1)
+        last = np.minimum.accumulate(np.where(ends, position, np.inf)[:, ::-1], axis=1)[:, ::-1]
+        ranked = (first + last) / 2.0
+    ranks = np.empty(a.shape)
+    np.put_along_axis(ranks, order, ranked, axis=1)
+    return ranks
+
+
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    # normal scores of the ranks over chains and draws together (Blom's offset 3/8)
+    n_params, n_chains, n_draws = x.shape
+    ranks = _average_ranks(x.reshape(n_params, n_chains * n_draws))
+    return ndtri((ranks - 0.375) / (n_chains * n_draws + 0.25)).reshape(x.shape)
+
+
+def _split_rhat(x: np.ndarray) -> np.ndarray:
+    n = x.shape[2]
+    within = x.var(axis=2, ddof=1).mean(axis=1)
+    between = n * x.mean(axis=2).var(axis=1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt((between / within + n - 1) / n)
+
+
+def _ess(x: np.ndarray) -> np.ndarray:
+    """ESS of each parameter of ``x`` (parameter, chain, draw), as ArviZ's ``_ess`` on each.
+
+    Autocorrelations by FFT, then Geyer's initial positive and initial monotone sequences. The
+    positive sequence stops at the first pair of lags whose sum is not positive: the pairs kept
+    are those before it, the monotone sequence is their running minimum, and the even lag of the
+    stopping pair is added when ArviZ adds it.
+    """
+    n_params, n_chains, n = x.shape
+    size = n_chains * n
+    m = next_fast_len(2 * n)
+    centred = x - x.mean(axis=2, keepdims=True)
+    spectrum = np.fft.rfft(centred, n=m, axis=2)
+    spectrum *= np.conjugate(spectrum)
+    acov = np.fft.irfft(spectrum, n=m, axis=2)[:, :, :n] / n
+    mean_acov = acov.mean(axis=1)  # (parameter, lag)
+    mean_var = mean_acov[:, 0] * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if n_chains > 1:
+        var_plus = var_plus + x.mean(axis=2).var(axis=1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = 1.0 - (mean_var[:, None] - mean_acov) / var_plus[:, None]
+    rho[:, 0] = 1.0
+    n_pairs = (n + 1) // 2
+    even = rho[:, 0 : 2 * n_pairs : 2]
+    odd = np.zeros_like(even)
+    odd[:, : n // 2] = rho[:, 1::2][:, : n // 2]
+    pair_sums = even + odd
+    pair = np.arange(n_pairs)
+    # stops[:, j]: pair j + 1 is not computed (out of lags, or pair j's sum is not > 0)
+    stops = np.ones((n_params, n_pairs), dtype=bool)
+    stops[:, :-1] = (2 * pair[1:] - 1 >= n - 3)[None, :] | ~(pair_sums[:, :-1] > 0)
+    last = np.argmax(stops, axis=1)  # the last pair computed
+    rows = np.arange(n_params)
+    last_even, last_sum = even[rows, last], pair_sums[rows, last]
+    monotone = np.minimum.accumulate(pair_sums, axis=1)
+    kept = np.where(pair[None, :] < last[:, None], monotone, 0.0).sum(axis=1)
+    extra = np.where((last == 0) | (last_sum >= 0) | (last_even > 0), last_even, 0.0)
+    tau = np.maximum(-1.0 + 2.0 * kept + extra, 1.0 / np.log10(size))
+    ess = np.where(np.isnan(rho).any(axis=1), np.nan, size / tau)
+    constant = (x.max(axis=(1, 2)) - x.min(axis=(1, 2))) < np.finfo(float).resolution
+    return np.where(constant, float(size), ess)
+
+
+def convergence_statistics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank-normalised split R-hat, bulk ESS and tail ESS of every parameter at once.
+
+    The same values as ``arviz.rhat`` (method "rank"), ``arviz.ess(method="bulk")`` and
+    ``arviz.ess(method="tail")`` with ArviZ's default ``stats.ci_prob``, vectorised over
+    parameters.
+
+    Parameters
+    ----------
+    draws : numpy.ndarray, shape (chain, draw, parameter)
+
+    Returns
+    -------
+    rhat, ess_bulk, ess_tail : numpy.ndarray, shape (parameter,)
+        R-hat is NaN with one chain; all are NaN with fewer than 4 draws.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> rhat, bulk, tail = convergence_statistics(rng.normal(size=(4, 500, 3)))
+    >>> bool(np.all(rhat < 1.01)), bool(np.all(bulk > 1500))
+    (True, True)
+    """
+    draws = np.asarray(draws, dtype=float)
+    n_chains, n_draws, n_params = draws.shape
+    nan = np.full(n_params, np.nan)
+    if n_draws < 4 or n_params == 0:
+        return nan, nan.copy(), nan.copy()
+    finite = np.isfinite(draws).all(axis=(0, 1))
+    x = np.ascontiguousarray(np.moveaxis(draws[:, :, finite], 2, 0))
+    split = _split_chains(x)
+    z_bulk = _z_scale(split)
+    rhat, bulk, tail = nan.copy(), nan.copy(), nan.copy()
+    if n_chains > 1:
+        folded = np.abs(split - np.median(split.reshape(len(x), -1), axis=1)[:, None, None])
+        rhat[finite] = np.maximum(_split_rhat(z_bulk), _split_rhat(_z_scale(folded)))
+    bulk[finite] = _ess(z_bulk)
+    prob = float(rcParams["stats.ci_prob"])
+    low, high = np.quantile(x.reshape(len(x), -1), sorted((prob, 1 - prob)), axis=1)
+    tail[finite] = np.minimum(
+        _ess((split <= low[:, None, None]).astype(float)),
+        _ess((split <= high[:, None, None]).astype(float)),
+    )
+    if not finite.all():  # NaN or inf draws: ArviZ's own handling, parameter by parameter
+        sub = xr.DataArray(draws[:, :, ~finite], dims=("chain", "draw", "parameter"))
+        rhat[~finite] = az.rhat(sub).to_numpy()
+        bulk[~finite] = az.ess(sub, method="bulk").to_numpy()
+        tail[~finite] = az.ess(sub, method="tail").to_numpy()
+    return rhat, bulk, tail
+
+
 def _flat_name(name: str, index: tuple[Any, ...]) -> str:
     return f"{name}[{', '.join(str(i) for i in index)}]" if index else name
 
@@ -188,10 +336,7 @@ def compute_diagnostics(
         varying = flat.std(axis=(0, 1)) > 0
         if not varying.any():
             continue
-        sub = xr.DataArray(flat[:, :, varying], dims=("chain", "draw", "parameter"))
-        rhat = np.atleast_1d(az.rhat(sub).to_numpy().astype(float))
-        bulk = np.atleast_1d(az.ess(sub, method="bulk").to_numpy().astype(float))
-        tail = np.atleast_1d(az.ess(sub, method="tail").to_numpy().astype(float))
+        rhat, bulk, tail = convergence_statistics(flat[:, :, varying])
         if n_chains > 1 and np.nanmax(rhat) > max_rhat:
             pos = int(np.nanargmax(rhat))
             index = np.unravel_index(np.flatnonzero(varying)[pos], values.shape[2:])

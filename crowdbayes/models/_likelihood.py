@@ -17,7 +17,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytensor.tensor as pt
-from scipy.special import logsumexp
 
 from crowdbayes.data import AnnotationData, CompressedAnnotations
 
@@ -151,6 +150,16 @@ def _item_category_log_likelihood_numpy(
     return np.add.reduceat(terms, rows.item_starts, axis=1)
 
 
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    # NumPy's, not scipy.special.logsumexp: scipy's array-API checks touch ``jax`` in
+    # sys.modules, which ArviZ registers as a lazy module, so the first call imports JAX
+    # (1.3 s of a small fit) wherever the jax extra is installed
+    top = np.max(a, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.sum(np.exp(a - top), axis=axis)) + np.squeeze(top, axis=axis)
+
+
 def label_log_posterior(
     log_prevalence: np.ndarray,
     log_confusion: np.ndarray,
@@ -182,7 +191,7 @@ def label_log_posterior(
         mask[known] = -np.inf
         mask[known, gold[known]] = 0.0
         joint = joint + mask[None]
-    item_ll = logsumexp(joint, axis=2)
+    item_ll = _logsumexp(joint, axis=2)
     return joint - item_ll[..., None], item_ll
 
 
