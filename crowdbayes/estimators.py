@@ -45,7 +45,7 @@ from crowdbayes.models import (
     build_one_coin,
 )
 from crowdbayes.models._common import ITEM_ERROR_RATE, LABEL_JOINT
-from crowdbayes.models._draws import DrawEvaluator
+from crowdbayes.models._draws import ConfusionJointEvaluator, DrawEvaluator
 from crowdbayes.models._kernels import normalise_joint
 from crowdbayes.models.glad import GladPriors, build_glad, build_glad_integrated
 from crowdbayes.models.hierarchical_dawid_skene import off_diagonal_coords
@@ -364,6 +364,9 @@ class BayesianCrowdModel(CrowdModel):
     diagnostic_vars: ClassVar[tuple[str, ...]] = ("prevalence", "confusion")
     #: Whether relabelling a chain's true categories is an exact symmetry of the likelihood.
     relabel_exact: ClassVar[bool] = False
+    #: Whether ``label_joint`` is log prevalence + summed log confusion of the stored draws
+    #: (the confusion-matrix models); summaries then skip compiling the model's expression.
+    joint_from_confusion: ClassVar[bool] = False
     em_structure: ClassVar[str] = "full"
 
     def __init__(self, priors: Any = None) -> None:
@@ -534,6 +537,7 @@ class BayesianCrowdModel(CrowdModel):
             log_likelihood_model=(
                 None if method == "map" else self._log_likelihood_model(data, priors)
             ),
+            joint_from_confusion=self.joint_from_confusion,
         )
         if method == "map":
             diagnostics = Diagnostics(n_draws=1)
@@ -675,6 +679,7 @@ def _posterior_summaries(
     *,
     point: bool,
     log_likelihood_model: pm.Model | None = None,
+    joint_from_confusion: bool = False,
 ) -> tuple[xr.Dataset, xr.DataArray | None, tuple[float, Any]]:
     """Label probabilities (averaged over draws, in chunks), tables, log-likelihood, difficulty.
 
@@ -682,7 +687,10 @@ def _posterior_summaries(
     ``label_joint`` expression. Also returns how far apart the chains' label probabilities are:
     the largest difference between two chains' mean P(category) for any item, and that item.
     With ``log_likelihood_model``, the per-item log-likelihood comes from that model's
-    ``label_joint`` instead (evaluated on the same draws of its free variables).
+    ``label_joint`` instead (evaluated on the same draws of its free variables). With
+    ``joint_from_confusion`` the joint is computed from the stored ``prevalence`` and
+    ``confusion`` draws (:class:`~crowdbayes.models._draws.ConfusionJointEvaluator`), equal to
+    the model's expression for the confusion-matrix models.
     """
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     n_samples = n_chains * n_draws
@@ -690,7 +698,11 @@ def _posterior_summaries(
     has_difficulty = ITEM_ERROR_RATE in model.named_vars
     if has_difficulty:
         names.append(ITEM_ERROR_RATE)
-    evaluator = DrawEvaluator(model, names)
+    evaluator: DrawEvaluator | ConfusionJointEvaluator
+    if joint_from_confusion and not has_difficulty and ConfusionJointEvaluator.applies(posterior):
+        evaluator = ConfusionJointEvaluator(data.compressed)
+    else:
+        evaluator = DrawEvaluator(model, names)
     keep_ll = not point and n_samples * data.n_items <= MAX_LOG_LIKELIHOOD_ELEMENTS
     chain_sum = np.zeros((n_chains, data.n_items, data.n_categories))
     item_ll = np.empty((n_samples, data.n_items)) if keep_ll else None
@@ -762,6 +774,7 @@ class DawidSkene(BayesianCrowdModel):
     """
 
     name = "dawid-skene"
+    joint_from_confusion = True
     priors_class = DawidSkenePriors
     relabel_exact = True
 
@@ -789,6 +802,7 @@ class DawidSkene(BayesianCrowdModel):
 
 class _AccuracyModel(BayesianCrowdModel):
     diagnostic_vars = ("prevalence", "accuracy")
+    joint_from_confusion = True
 
     def _em(self, data: AnnotationData, priors: Any) -> EMResult:
         return em_confusion(
@@ -873,6 +887,7 @@ class HierarchicalDawidSkene(BayesianCrowdModel):
     """
 
     name = "hierarchical-dawid-skene"
+    joint_from_confusion = True
     priors_class = HierarchicalDawidSkenePriors
     diagnostic_vars = ("prevalence", "error_mean", "error_scale", "annotator_effect")
 
@@ -1104,6 +1119,7 @@ class Mace(BayesianCrowdModel):
     """
 
     name = "mace"
+    joint_from_confusion = True
     priors_class = MacePriors
     diagnostic_vars = ("prevalence", "competence_mean", "competence_scale", "competence")
 

@@ -27,6 +27,7 @@ settings, seed and an ``id`` hash of them.
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -330,12 +331,30 @@ def interval_summary(draws: xr.DataArray, prob: float = CI_PROB) -> xr.DataArray
     >>> interval_summary(da).round(2).to_numpy().tolist()
     [0.5, 0.03, 0.97]
     """
+    # NumPy over the flattened samples: xarray's quantile skips NaN by default, which runs
+    # numpy.nanquantile one parameter at a time (0.6 s for rte's 656 confusion entries)
     sample_dims = ("chain", "draw")
     tail = (1.0 - prob) / 2.0
-    mean = draws.mean(sample_dims)
-    q = draws.quantile([tail, 1.0 - tail], dim=sample_dims).drop_vars("quantile")
-    out = xr.concat([mean, q.isel(quantile=0), q.isel(quantile=1)], dim="statistic")
-    return out.assign_coords(statistic=STATISTICS).transpose(..., "statistic")
+    other = [d for d in draws.dims if d not in sample_dims]
+    values = draws.transpose(*sample_dims, *other).to_numpy().astype(float)
+    values = values.reshape(-1, *values.shape[2:])
+    if np.isnan(values).any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN parameters stay NaN
+            mean = np.nanmean(values, axis=0)
+            low, high = np.nanquantile(values, [tail, 1.0 - tail], axis=0)
+    else:
+        mean = values.mean(axis=0)
+        low, high = np.quantile(values, [tail, 1.0 - tail], axis=0)
+    coords = {
+        name: coord for name, coord in draws.coords.items() if not set(coord.dims) & {*sample_dims}
+    }
+    return xr.DataArray(
+        np.stack([mean, low, high], axis=-1),
+        dims=(*other, "statistic"),
+        coords={**coords, "statistic": STATISTICS},
+        name=draws.name,
+    )
 
 
 def point_summary(point: xr.DataArray) -> xr.DataArray:

@@ -417,3 +417,51 @@ def test_logp_and_gradient_toy(name: str) -> None:
     step = np.eye(len(flat)) * eps
     numeric = np.array([(f(flat + d) - f(flat - d)) / (2 * eps) for d in step])
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n, c in cb.MODELS.items() if getattr(c, "joint_from_confusion", False)],
+)
+def test_confusion_joint_from_draws_equals_the_model_expression(name: str) -> None:
+    """Summaries of these models compute label_joint from the stored draws: it must be the
+    model's own expression, draw by draw (including gold items and repeated rows)."""
+    import warnings
+
+    import xarray as xr
+
+    from crowdbayes.models._common import LABEL_JOINT
+    from crowdbayes.models._draws import ConfusionJointEvaluator, DrawEvaluator
+    from crowdbayes.simulate import simulate_dawid_skene
+
+    sim = simulate_dawid_skene(n_items=30, n_annotators=5, n_categories=3, random_seed=4)
+    frame = pd.concat([sim.annotations, sim.annotations.iloc[:7]])  # repeated labels
+    data = encode_annotations(frame, gold=sim.true_labels.iloc[:4].to_dict())
+    model = cb.get_model(name).build_model(data)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The effect of Potentials")
+        prior = pm.sample_prior_predictive(draws=6, model=model, random_seed=1)["prior"]
+    prior = prior.to_dataset() if hasattr(prior, "to_dataset") else prior
+    posterior = xr.Dataset({v: prior[v] for v in prior.data_vars})
+    assert ConfusionJointEvaluator.applies(posterior)
+    (_, (got,)), *_ = ConfusionJointEvaluator(data.compressed).iterate(posterior)
+    (_, (want,)), *_ = DrawEvaluator(model, [LABEL_JOINT]).iterate(posterior)
+    assert got.shape == want.shape == (6, data.n_items, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_confusion_joint_needs_positive_draws() -> None:
+    import xarray as xr
+
+    from crowdbayes.models._draws import ConfusionJointEvaluator
+
+    conf = np.full((1, 2, 3, 2, 2), 0.5)
+    posterior = xr.Dataset(
+        {
+            "prevalence": (("chain", "draw", "category"), np.full((1, 2, 2), 0.5)),
+            "confusion": (("chain", "draw", "annotator", "true_category", "category"), conf),
+        }
+    )
+    assert ConfusionJointEvaluator.applies(posterior)
+    posterior["confusion"][0, 1, 2, 0, 1] = 0.0  # underflowed: its log would be -inf
+    assert not ConfusionJointEvaluator.applies(posterior)

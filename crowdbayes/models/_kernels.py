@@ -60,6 +60,7 @@ __all__ = [
     "ConfusionMarginal",
     "confusion_item_sum",
     "confusion_marginal_log_likelihood",
+    "label_joint_draws",
     "normalise_joint",
     "register_jax",
 ]
@@ -87,6 +88,63 @@ def _item_sum_kernel(
             for t in range(k):
                 out[i, t] += c * log_confusion[a, t, h]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _joint_draws_kernel(
+    log_prevalence: np.ndarray,
+    log_confusion: np.ndarray,
+    annotator: np.ndarray,
+    label: np.ndarray,
+    count: np.ndarray,
+    item_starts: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    # log pi_k + sum_r count_r log theta[a_r, k, y_r] per sample: (sample, item, true_category)
+    n_samples, k = log_prevalence.shape
+    n_items = item_starts.shape[0] - 1
+    out = np.empty((n_samples, n_items, k))
+    for s in range(n_samples):
+        item_sums = _item_sum_kernel(log_confusion[s], annotator, label, count, item_starts)
+        for i in range(n_items):
+            for t in range(k):
+                out[s, i, t] = log_prevalence[s, t] + item_sums[i, t]
+    return out
+
+
+def label_joint_draws(
+    log_prevalence: np.ndarray, log_confusion: np.ndarray, rows: CompressedAnnotations
+) -> np.ndarray:
+    """:math:`\\log \\pi_k + \\sum_r n_r \\log \\theta_{a_r, k, y_r}` per sample, item and category.
+
+    The ``label_joint`` of a confusion-matrix model evaluated on many posterior samples at once
+    (NumPy arrays in, no PyTensor function to compile).
+
+    Parameters
+    ----------
+    log_prevalence : numpy.ndarray, shape (sample, true_category)
+    log_confusion : numpy.ndarray, shape (sample, annotator, true_category, category)
+    rows : CompressedAnnotations
+
+    Returns
+    -------
+    numpy.ndarray, shape (sample, item, true_category)
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from crowdbayes.data import encode_annotations
+    >>> data = encode_annotations(pd.DataFrame({"item": [1, 1, 2], "annotator": list("abb"),
+    ...                                         "label": [0, 1, 1]}))
+    >>> conf = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.4, 0.6]]])
+    >>> joint = label_joint_draws(np.log([[0.5, 0.5]]), np.log(conf)[None], data.compressed)
+    >>> np.exp(joint).round(3).tolist()  # item 1: 0.5 * 0.9 * 0.3, 0.5 * 0.2 * 0.6
+    [[[0.135, 0.06], [0.15, 0.3]]]
+    """
+    return _joint_draws_kernel(
+        np.ascontiguousarray(log_prevalence, dtype=np.float64),
+        np.ascontiguousarray(log_confusion, dtype=np.float64),
+        *_row_inputs(rows),
+    )
 
 
 @numba.njit(cache=True, nogil=True)
