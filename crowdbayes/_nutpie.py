@@ -139,6 +139,19 @@ def _callbacks(n_dim: int, n_expanded: int, logp_fn: Any, expand_fn: Any) -> tup
     return logp, expand
 
 
+def _graph_kernel(jit_fn: Any) -> Any:
+    """The numba function of the graph itself, under PyTensor's caching wrapper when it has one.
+
+    PyTensor wraps a cacheable graph function ``f`` as ``wrapper(*args): return f(*args)``.
+    Calling the wrapper from a callback compiles it for a star-args signature its disk cache
+    never holds, so the graph was machine-code-generated three times (graph, wrapper, callback:
+    1.8 + 1.8 + 2.0 s on rte); calling ``f`` directly saves the wrapper's.
+    """
+    inner = getattr(jit_fn, "py_func", None)
+    inner = getattr(inner, "__globals__", {}).get("jitable_func")
+    return inner if hasattr(inner, "py_func") else jit_fn
+
+
 def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None) -> Any | None:
     """Compile ``model`` for ``nutpie.sample`` (numba backend), or None to use nutpie's own.
 
@@ -200,7 +213,12 @@ def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None
         )
         if logp_fn_pt.get_shared() or expand_fn_pt.get_shared():
             return None
-        logp, expand = _callbacks(n_dim, n_expanded, logp_fn_pt.vm.jit_fn, expand_fn_pt.vm.jit_fn)
+        logp, expand = _callbacks(
+            n_dim,
+            n_expanded,
+            _graph_kernel(logp_fn_pt.vm.jit_fn),
+            _graph_kernel(expand_fn_pt.vm.jit_fn),
+        )
         dims, coords = _prepare_dims_and_coords(model, shape_info, reparameterized_names)
         return CompiledPyMCModel(
             _n_dim=n_dim,
