@@ -3,6 +3,7 @@ label-posterior kernel, each against an independent computation (PyTensor's own 
 autodiff, finite differences, SciPy)."""
 
 import importlib.util
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,12 @@ from crowdbayes.models._kernels import (
     register_jax,
 )
 from crowdbayes.models._likelihood import sum_rows_by_item
-from crowdbayes.models._transforms import StickBreaking, exclusive_cumsum
+from crowdbayes.models._transforms import (
+    StickBreaking,
+    StickBreakingLog,
+    exclusive_cumsum,
+    stick_breaking_log,
+)
 
 MODES = ["FAST_COMPILE", "NUMBA"]
 
@@ -288,6 +294,68 @@ def test_stick_breaking_dirichlet_logp_and_sampling_moments() -> None:
         )
     means = idata.posterior["p"].mean(("chain", "draw")).to_numpy()
     np.testing.assert_allclose(means, a / a.sum(), atol=0.03)
+
+
+def _composed_stick_breaking(y: Any) -> tuple[Any, Any]:
+    # the transform as a composition of PyTensor ops (its form before the fused Op)
+    n = y.shape[-1]
+    t = y - pt.log(n - pt.arange(n).astype("float64"))
+    log_z, log_one_minus_z = -pt.softplus(-t), -pt.softplus(t)
+    rest = pt.cumsum(log_one_minus_z, axis=-1) - log_one_minus_z
+    log_x = pt.concatenate([log_z + rest, log_one_minus_z.sum(axis=-1, keepdims=True)], axis=-1)
+    return log_x, (log_z + log_one_minus_z + rest).sum(axis=-1)
+
+
+@pytest.mark.parametrize("mode", [*MODES, "JAX"])
+@pytest.mark.parametrize("shape", [(1,), (4,), (3, 2, 5)])
+@pytest.mark.parametrize("used", ["both", "log_x", "log_jac"])
+def test_fused_stick_breaking_matches_composition(mode: str, shape: tuple, used: str) -> None:
+    """Values and gradients of :class:`StickBreakingLog` against the composed expression and
+    PyTensor's autodiff, with either output alone (a disconnected cotangent), extreme inputs
+    and, in 3-d, a transposed (non-contiguous) input."""
+    if mode == "JAX":
+        if importlib.util.find_spec("jax") is None:
+            pytest.skip("jax extra not installed")
+        register_jax()
+    rng = np.random.default_rng(sum(shape))
+    # static shapes: JAX cannot split the composed reference's concatenate otherwise
+    base = pt.tensor("base", dtype="float64", shape=shape)
+    y = base.transpose(1, 0, 2) if len(shape) == 3 else base
+    value = rng.normal(scale=3.0, size=shape)
+    value.flat[0], value.flat[-1] = 45.0, -45.0
+    ours, want = stick_breaking_log(y), _composed_stick_breaking(y)
+    viewed = value.transpose(1, 0, 2) if len(shape) == 3 else value
+    w_x = rng.normal(size=(*viewed.shape[:-1], viewed.shape[-1] + 1))
+    w_j = rng.normal(size=viewed.shape[:-1])
+
+    def objective(log_x: Any, log_jac: Any) -> Any:
+        terms = {"log_x": [(log_x * w_x).sum()], "log_jac": [(log_jac * w_j).sum()]}
+        return sum(terms["log_x"] + terms["log_jac"] if used == "both" else terms[used])
+
+    f = pytensor.function(
+        [base],
+        [
+            *ours,
+            *want,
+            pytensor.grad(objective(*ours), base),
+            pytensor.grad(objective(*want), base),
+        ],
+        mode=mode,
+    )
+    log_x, log_jac, want_x, want_jac, grad, want_grad = f(value)
+    np.testing.assert_allclose(log_x, want_x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(log_jac, want_jac, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12)
+    assert np.abs(grad).max() > 0.1  # a gradient that could be wrong
+
+
+def test_fused_stick_breaking_refuses_scalars_and_second_derivatives() -> None:
+    with pytest.raises(TypeError, match="float64"):
+        StickBreakingLog()(pt.scalar("s", dtype="float64"))
+    y = pt.vector("y", dtype="float64")
+    g = pytensor.grad(stick_breaking_log(y)[1], y)
+    with pytest.raises(Exception, match="not implemented|NullType"):
+        pytensor.grad(g.sum(), y)
 
 
 # --------------------------------------------------------------------------- exclusive cumsum

@@ -25,11 +25,19 @@ import numba
 import numpy as np
 import pytensor.tensor as pt
 from pymc.logprob.transforms import Transform
+from pytensor.gradient import DisconnectedType, grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
-__all__ = ["ExclusiveCumsum", "StickBreaking", "exclusive_cumsum", "stick_breaking"]
+__all__ = [
+    "ExclusiveCumsum",
+    "StickBreaking",
+    "StickBreakingLog",
+    "exclusive_cumsum",
+    "stick_breaking",
+    "stick_breaking_log",
+]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -131,8 +139,143 @@ def exclusive_cumsum(x: Any, reverse: bool = False) -> pt.TensorVariable:
     return cast(pt.TensorVariable, ExclusiveCumsum(reverse=reverse)(x))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _softplus(t: float) -> float:  # pragma: no cover - compiled
+    return max(t, 0.0) + np.log1p(np.exp(-abs(t)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _stick_forward_kernel(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    n = y.shape[-1]
+    lead = y.shape[:-1]
+    flat = np.ascontiguousarray(y).reshape((-1, n))
+    log_x = np.empty((flat.shape[0], n + 1))
+    jac = np.empty(flat.shape[0])
+    for i in range(flat.shape[0]):
+        rest = 0.0  # sum of log(1 - z_l) over l < j
+        total = 0.0
+        for j in range(n):
+            t = flat[i, j] - np.log(n - j)
+            log_one_minus_z = -_softplus(t)
+            log_z = t + log_one_minus_z
+            log_x[i, j] = log_z + rest
+            total += log_z + log_one_minus_z + rest
+            rest += log_one_minus_z
+        log_x[i, n] = rest
+        jac[i] = total
+    return log_x.reshape((*lead, n + 1)), jac.reshape(lead)
+
+
+@numba.njit(cache=True, nogil=True)
+def _stick_grad_kernel(
+    y: np.ndarray, log_x_grad: np.ndarray, jac_grad: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    n = y.shape[-1]
+    flat = np.ascontiguousarray(y).reshape((-1, n))
+    g = np.ascontiguousarray(log_x_grad).reshape((-1, n + 1))
+    h = np.ascontiguousarray(jac_grad).reshape(-1)
+    out = np.empty(flat.shape)
+    for i in range(flat.shape[0]):
+        later = g[i, n]  # sum of the log_x gradient over entries after j
+        for j in range(n - 1, -1, -1):
+            t = flat[i, j] - np.log(n - j)
+            z = 1.0 / (1.0 + np.exp(-t)) if t >= 0 else np.exp(t) / (1.0 + np.exp(t))
+            out[i, j] = g[i, j] * (1.0 - z) - z * later + h[i] * (1.0 - z * (n + 1 - j))
+            later += g[i, j]
+    return out.reshape(y.shape)
+
+
+class StickBreakingLog(Op):
+    """Log simplex values and log-Jacobian of the stick-breaking transform, in one pass.
+
+    For ``y`` of shape (..., K - 1) returns ``log_x`` (..., K), the log of the simplex point
+    :class:`StickBreaking` maps ``y`` to, and ``log_jac`` (...), its log-Jacobian determinant.
+    One ``exp`` and one ``log1p`` per coordinate (the gradient: one more ``exp``), where the
+    composed PyTensor expression (two softplus, their sigmoids, ``exp`` of the log simplex and
+    ``log`` of it again in the Dirichlet density and the likelihood) took about ten:
+    transcendental functions were most of the prior's share of a small model's gradient.
+    """
+
+    __props__ = ()
+
+    def make_node(self, y: Any) -> Apply:  # type: ignore[override]
+        y = pt.as_tensor_variable(y)
+        if y.ndim < 1 or y.dtype != "float64":
+            raise TypeError("StickBreakingLog needs a float64 tensor with at least one dimension")
+        last = y.type.shape[-1]
+        log_x = pt.TensorType(
+            "float64", shape=(*y.type.shape[:-1], None if last is None else last + 1)
+        )
+        jac = pt.TensorType("float64", shape=y.type.shape[:-1])
+        return Apply(self, [y], [log_x(), jac()])
+
+    def perform(self, node: Apply, inputs: Any, outputs: Any) -> None:
+        log_x, jac = _stick_forward_kernel(np.asarray(inputs[0], dtype=np.float64))
+        outputs[0][0] = log_x
+        outputs[1][0] = np.asarray(jac)
+
+    def infer_shape(self, node: Apply, shapes: list[Any]) -> list[Any]:
+        (shape,) = shapes
+        return [(*shape[:-1], shape[-1] + 1), tuple(shape[:-1])]
+
+    def pullback(self, inputs: Any, outputs: Any, cotangents: Any) -> list[Any]:
+        (y,) = inputs
+        log_x_grad, jac_grad = cotangents
+        if isinstance(log_x_grad.type, DisconnectedType):
+            log_x_grad = pt.zeros_like(outputs[0])
+        if isinstance(jac_grad.type, DisconnectedType):
+            jac_grad = pt.zeros_like(outputs[1])
+        return [StickBreakingLogGrad()(y, log_x_grad, jac_grad)]
+
+
+class StickBreakingLogGrad(Op):
+    """Gradient of :class:`StickBreakingLog` with respect to ``y``, given both outputs' ones."""
+
+    __props__ = ()
+
+    def make_node(self, y: Any, log_x_grad: Any, jac_grad: Any) -> Apply:  # type: ignore[override]
+        y = pt.as_tensor_variable(y)
+        log_x_grad = pt.as_tensor_variable(log_x_grad).astype("float64")
+        jac_grad = pt.as_tensor_variable(jac_grad).astype("float64")
+        return Apply(self, [y, log_x_grad, jac_grad], [y.type()])
+
+    def perform(self, node: Apply, inputs: Any, outputs: Any) -> None:
+        y, log_x_grad, jac_grad = (np.asarray(v, dtype=np.float64) for v in inputs)
+        outputs[0][0] = _stick_grad_kernel(y, log_x_grad, jac_grad)
+
+    def infer_shape(self, node: Apply, shapes: list[Any]) -> list[Any]:
+        return [shapes[0]]
+
+    def pullback(self, inputs: Any, outputs: Any, cotangents: Any) -> list[Any]:
+        return [grad_not_implemented(self, i, v) for i, v in enumerate(inputs)]
+
+
+def stick_breaking_log(y: Any) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """Log simplex point and log-Jacobian of stick-breaking from ``y`` (..., K - 1) (PyTensor).
+
+    Examples
+    --------
+    >>> log_x, log_jac = stick_breaking_log(np.zeros(2))
+    >>> np.exp(log_x.eval()).round(4).tolist()  # y = 0 is the uniform simplex
+    [0.3333, 0.3333, 0.3333]
+    """
+    log_x, jac = StickBreakingLog()(pt.as_tensor_variable(y).astype("float64"))
+    return cast(pt.TensorVariable, log_x), cast(pt.TensorVariable, jac)
+
+
+@register_funcify_default_op_cache_key(StickBreakingLog)
+def _numba_stick_breaking_log(op: Op, node: Apply | None = None, **kwargs: Any) -> Any:
+    return _stick_forward_kernel, _SOURCE_VERSION
+
+
+@register_funcify_default_op_cache_key(StickBreakingLogGrad)
+def _numba_stick_breaking_log_grad(op: Op, node: Apply | None = None, **kwargs: Any) -> Any:
+    return _stick_grad_kernel, _SOURCE_VERSION
+
+
 def register_jax() -> None:
     """Give :class:`ExclusiveCumsum` its JAX implementation (called by the JAX samplers)."""
+    import jax
     import jax.numpy as jnp
     from pytensor.link.jax.dispatch import jax_funcify
 
@@ -147,6 +290,40 @@ def register_jax() -> None:
             return jnp.cumsum(x, axis=-1) - x
 
         return exclusive
+
+    def stick_parts(y: Any) -> tuple[Any, Any]:
+        n = y.shape[-1]
+        t = y - jnp.log(n - jnp.arange(n, dtype=y.dtype))
+        return t, -jnp.logaddexp(0.0, t)  # t and log(1 - z)
+
+    @jax_funcify.register(StickBreakingLog)
+    def _jax_stick_breaking_log(op: Op, **kwargs: Any) -> Any:
+        def forward(y: Any) -> Any:
+            t, log_one_minus_z = stick_parts(y)
+            log_z = t + log_one_minus_z
+            rest = jnp.cumsum(log_one_minus_z, axis=-1) - log_one_minus_z
+            log_x = jnp.concatenate([log_z + rest, rest[..., -1:] + log_one_minus_z[..., -1:]], -1)
+            return log_x, jnp.sum(log_z + log_one_minus_z + rest, axis=-1)
+
+        return forward
+
+    @jax_funcify.register(StickBreakingLogGrad)
+    def _jax_stick_breaking_log_grad(op: Op, **kwargs: Any) -> Any:
+        def grad(y: Any, log_x_grad: Any, jac_grad: Any) -> Any:
+            n = y.shape[-1]
+            log_x_grad = jnp.broadcast_to(jnp.asarray(log_x_grad), (*y.shape[:-1], n + 1))
+            jac_grad = jnp.broadcast_to(jnp.asarray(jac_grad), y.shape[:-1])
+            t, _ = stick_parts(y)
+            z = jax.nn.sigmoid(t)
+            later = jnp.cumsum(log_x_grad[..., ::-1], axis=-1)[..., ::-1][..., 1:]
+            count = n + 1 - jnp.arange(n, dtype=y.dtype)
+            return (
+                log_x_grad[..., :-1] * (1.0 - z)
+                - z * later
+                + jac_grad[..., None] * (1.0 - z * count)
+            )
+
+        return grad
 
 
 def _offset(n: Any) -> pt.TensorVariable:
@@ -182,25 +359,13 @@ class StickBreaking(Transform):
         n = value.shape[-1] - 1
         return pt.log(value[..., :-1]) - pt.log(tail[..., :-1]) + _offset(n)
 
-    def _log_parts(self, value: Any) -> tuple[pt.TensorVariable, pt.TensorVariable]:
-        value = pt.as_tensor_variable(value)
-        x = value - _offset(value.shape[-1])
-        log_z = -pt.softplus(-x)
-        log_one_minus_z = -pt.softplus(x)
-        return log_z, log_one_minus_z
-
     def backward(self, value: Any, *inputs: Any) -> pt.TensorVariable:
-        log_z, log_one_minus_z = self._log_parts(value)
-        log_rest = exclusive_cumsum(log_one_minus_z)
-        log_x = pt.concatenate(
-            [log_z + log_rest, pt.sum(log_one_minus_z, axis=-1, keepdims=True)], axis=-1
-        )
-        return pt.exp(log_x)
+        # exp of the fused log simplex: PyTensor rewrites the log(exp(.)) of the Dirichlet
+        # density and of the likelihood back to the fused output
+        return pt.exp(stick_breaking_log(value)[0])
 
     def log_jac_det(self, value: Any, *inputs: Any) -> pt.TensorVariable:
-        log_z, log_one_minus_z = self._log_parts(value)
-        log_rest = exclusive_cumsum(log_one_minus_z)
-        return pt.sum(log_z + log_one_minus_z + log_rest, axis=-1)
+        return stick_breaking_log(value)[1]  # the same Apply node as backward's: merged
 
 
 stick_breaking = StickBreaking()
