@@ -259,7 +259,7 @@ def stick_breaking_log(y: Any) -> tuple[pt.TensorVariable, pt.TensorVariable]:
     >>> np.exp(log_x.eval()).round(4).tolist()  # y = 0 is the uniform simplex
     [0.3333, 0.3333, 0.3333]
     """
-    log_x, jac = StickBreakingLog()(pt.as_tensor_variable(y).astype("float64"))
+    log_x, jac = cast(list, StickBreakingLog()(pt.as_tensor_variable(y).astype("float64")))
     return cast(pt.TensorVariable, log_x), cast(pt.TensorVariable, jac)
 
 
