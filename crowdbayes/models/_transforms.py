@@ -149,13 +149,14 @@ def _stick_forward_kernel(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pr
     n = y.shape[-1]
     lead = y.shape[:-1]
     flat = np.ascontiguousarray(y).reshape((-1, n))
+    offset = np.log(n - np.arange(n))  # log(K - 1 - j): y = 0 is the uniform simplex
     log_x = np.empty((flat.shape[0], n + 1))
     jac = np.empty(flat.shape[0])
     for i in range(flat.shape[0]):
         rest = 0.0  # sum of log(1 - z_l) over l < j
         total = 0.0
         for j in range(n):
-            t = flat[i, j] - np.log(n - j)
+            t = flat[i, j] - offset[j]
             log_one_minus_z = -_softplus(t)
             log_z = t + log_one_minus_z
             log_x[i, j] = log_z + rest
@@ -174,12 +175,14 @@ def _stick_grad_kernel(
     flat = np.ascontiguousarray(y).reshape((-1, n))
     g = np.ascontiguousarray(log_x_grad).reshape((-1, n + 1))
     h = np.ascontiguousarray(jac_grad).reshape(-1)
+    offset = np.log(n - np.arange(n))
     out = np.empty(flat.shape)
     for i in range(flat.shape[0]):
         later = g[i, n]  # sum of the log_x gradient over entries after j
         for j in range(n - 1, -1, -1):
-            t = flat[i, j] - np.log(n - j)
-            z = 1.0 / (1.0 + np.exp(-t)) if t >= 0 else np.exp(t) / (1.0 + np.exp(t))
+            t = flat[i, j] - offset[j]
+            e = np.exp(-abs(t))
+            z = 1.0 / (1.0 + e) if t >= 0 else e / (1.0 + e)  # sigmoid(t), one exp
             out[i, j] = g[i, j] * (1.0 - z) - z * later + h[i] * (1.0 - z * (n + 1 - j))
             later += g[i, j]
     return out.reshape(y.shape)
