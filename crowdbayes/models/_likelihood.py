@@ -19,6 +19,7 @@ import numpy as np
 import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData, CompressedAnnotations
+from crowdbayes.models._kernels import label_joint_draws
 
 __all__ = [
     "sum_rows_by_item",
@@ -137,19 +138,6 @@ def marginal_log_likelihood(
     return marginal_from_joint(joint, data)
 
 
-def _item_category_log_likelihood_numpy(
-    log_confusion: np.ndarray, rows: CompressedAnnotations
-) -> np.ndarray:
-    """NumPy twin of :func:`item_category_log_likelihood` over leading draw axes.
-
-    ``log_confusion`` has shape (draw, annotator, true_category, category); returns
-    (draw, item, true_category).
-    """
-    terms = log_confusion[:, rows.annotator_index, :, rows.label_index]  # (row, draw, k)
-    terms = np.moveaxis(terms, 0, 1) * rows.count[None, :, None]
-    return np.add.reduceat(terms, rows.item_starts, axis=1)
-
-
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     # NumPy's, not scipy.special.logsumexp: scipy's array-API checks touch ``jax`` in
     # sys.modules, which ArviZ registers as a lazy module, so the first call imports JAX
@@ -183,7 +171,7 @@ def label_log_posterior(
         :math:`\\log p(y_i \\mid \\pi, \\theta)`, as in :func:`marginal_log_likelihood`.
     """
     rows = data.compressed if rows is None else rows
-    joint = log_prevalence[:, None, :] + _item_category_log_likelihood_numpy(log_confusion, rows)
+    joint = label_joint_draws(log_prevalence, log_confusion, rows)
     gold = data.gold_index
     known = np.flatnonzero(gold >= 0)
     if len(known):
