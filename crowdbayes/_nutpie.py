@@ -1,54 +1,77 @@
 """Compile a PyMC model for nutpie with less setup time: same sampler, same log-density.
 
 ``nutpie.compile_pymc_model`` turns PyTensor's numba function for the log-density and its
-gradient into a C callback. In a fresh process most of a crowdbayes fit's setup is that compile,
-and two parts of it are avoidable:
+gradient into C callbacks, compiled afresh for every fit: the data are constants of the graph,
+so neither PyTensor's disk cache nor numba's can reuse the result for other data. On a
+real-data Dawid-Skene fit that compile was most of the setup (about 4 s on ``rte``, against a
+0.3 s EM point estimate). Here:
 
-- the callback body copies the gradient with ``out[...] = grad`` and checks it with
-  ``np.all(np.isfinite(out))``, which pull numba's string-formatting error paths into every
-  compile (they are never cached); here the copy and the check are plain loops;
-- LLVM's O3 module passes then run over the whole linked log-density: the fused likelihood and
-  every PyTensor Op, whose kernels were already optimised (and disk-cached) in their own
-  libraries. Here the module passes of the few *final* libraries (PyTensor's function of the
-  graph and the two callbacks) run at numba's O0 pipeline; the kernels they link keep their
-  own optimisation and the machine code is still generated at the target machine's level.
+- **The constants are inputs** (:func:`_lift_constants`): the rewritten graph is cloned with
+  each constant (label rows, prior concentrations, shapes) replaced by an input, in order of
+  first use. PyTensor's cache key of the graph then depends on its structure only (the model,
+  its number of categories), not on the data.
+- **The callbacks are disk-cached** (:func:`_cached_callbacks`): they are generated from source
+  under a key derived from the graph's, and read the constants' addresses and shapes from
+  nutpie's ``user_data`` pointer (an int64 array kept alive by the compiled model). A second
+  fit of the same model, on any data, loads them in about 0.9 s instead of compiling.
+- **Lean callback bodies**: the gradient is copied and checked with plain loops (nutpie's
+  ``out[...] = grad`` and ``np.all(np.isfinite(out))`` pull numba's string-formatting error
+  paths into every compile).
+- **Cheap module passes on the final libraries** (:func:`_cheap_final_libraries`): LLVM's O3
+  module passes would otherwise run over the whole linked log-density, although every kernel it
+  links was already optimised in its own (cached) library. PyTensor's graph function and the
+  callbacks run numba's O1 pipeline instead: it still removes the dispatcher addresses a call
+  leaves in the IR (at O0 they stay, as "dynamic globals", and numba refuses to cache).
 
-Measured on Dawid-Skene at 25k labels (2 cores): compile 21-25 s with
-``nutpie.compile_pymc_model``, 10-11 s here; sampling time unchanged (``benchmarks/SPEED.md``).
+Measured on ``rte`` (2 cores): setup of a Dawid-Skene fit 3-5 s before, 0.9-1.1 s with a warm
+cache on any dataset with 2 categories; the first compile of a model structure ever
+(empty ``~/.pytensor``) 12-16 s; one log-density-and-gradient evaluation 82 -> 71 us.
 
-When nutpie's internals differ from what this module expects, or the model has shared data
-(``pm.Data``), :func:`compile_model` returns None and the caller uses nutpie's own compile.
+If the graph cannot be lifted (an in-place Op on a constant) or the cached compile fails, the
+callbacks are compiled for this data as before. When nutpie's internals differ from what this
+module expects, or the model has shared data (``pm.Data``), :func:`compile_model` returns None
+and the caller uses nutpie's own compile.
 """
 
+import hashlib
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import pymc as pm
+from numba.extending import intrinsic
+from pytensor.graph.basic import Constant
+from pytensor.scalar import ScalarType
+from pytensor.tensor.type import TensorType
+
+from crowdbayes.models._transforms import source_version
 
 __all__ = ["compile_model"]
 
-#: Libraries whose module passes run at O0: PyTensor's graph function and our two callbacks.
+#: Libraries whose module passes run at O1: PyTensor's graph function and our two callbacks.
 _FINAL_LIBRARIES = (
     "numba_funcified_fgraph",
     "_crowdbayes_logp_callback",
     "_crowdbayes_expand_callback",
 )
 _PATCH_LOCK = threading.Lock()
+_SOURCE_VERSION = source_version(__file__)  # salt of the callbacks' cache keys
 
 
 @contextmanager
 def _cheap_final_libraries() -> Iterator[None]:
-    """Run the module passes of the final libraries (only) at numba's O0 pipeline."""
+    """Run the module passes of the final libraries (only) at numba's O1 pipeline."""
     from numba.core import codegen, config
 
     library_class = codegen.CPUCodeLibrary
     original_final = library_class._optimize_final_module
     original_functions = library_class._optimize_functions
-    low = type(config.OPT)(0)  # type: ignore[attr-defined]
+    low = type(config.OPT)(1)  # type: ignore[attr-defined]
 
     def is_final(library: Any) -> bool:
         return any(name in str(library.name) for name in _FINAL_LIBRARIES)
@@ -76,23 +99,29 @@ def _cheap_final_libraries() -> Iterator[None]:
             library_class._optimize_functions = original_functions  # type: ignore[method-assign]
 
 
-def _callbacks(n_dim: int, n_expanded: int, logp_fn: Any, expand_fn: Any) -> tuple[Any, Any]:
-    import numba
+def _logp_signature() -> Any:
+    return numba.types.int64(
+        numba.types.uint64,
+        numba.types.CPointer(numba.types.double),
+        numba.types.CPointer(numba.types.double),
+        numba.types.CPointer(numba.types.double),
+        numba.types.voidptr,
+    )
 
-    logp_signature = numba.types.int64(
-        numba.types.uint64,
-        numba.types.CPointer(numba.types.double),
-        numba.types.CPointer(numba.types.double),
-        numba.types.CPointer(numba.types.double),
-        numba.types.voidptr,
-    )
-    expand_signature = numba.types.int64(
+
+def _expand_signature() -> Any:
+    return numba.types.int64(
         numba.types.uint64,
         numba.types.uint64,
         numba.types.CPointer(numba.types.double),
         numba.types.CPointer(numba.types.double),
         numba.types.voidptr,
     )
+
+
+def _callbacks(n_dim: int, n_expanded: int, logp_fn: Any, expand_fn: Any) -> tuple[Any, Any]:
+    logp_signature = _logp_signature()
+    expand_signature = _expand_signature()
 
     # Same contract as nutpie's callbacks: 0 ok, 1 error, 3 non-finite gradient, 4 non-finite
     # log-density, -1 wrong dimension.
@@ -150,6 +179,186 @@ def _graph_kernel(jit_fn: Any) -> Any:
     inner = getattr(jit_fn, "py_func", None)
     inner = getattr(inner, "__globals__", {}).get("jitable_func")
     return inner if hasattr(inner, "py_func") else jit_fn
+
+
+@intrinsic
+def _as_pointer(typingctx: Any, address: Any) -> Any:  # pragma: no cover - compiled
+    """A memory address (int64) as a void pointer, for ``numba.carray``."""
+    from numba.core import cgutils
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return numba.types.voidptr(address), codegen
+
+
+@dataclass(frozen=True)
+class _Lifted:
+    """A graph function whose constants are inputs, read through ``user_data`` by its callback."""
+
+    fgraph: Any
+    values: list[np.ndarray]  # the constants, in input order after the point
+
+    def words(self) -> list[int]:
+        # per constant: its address, then its shape (arrays only)
+        out: list[int] = []
+        for value, var in zip(self.values, self.fgraph.inputs[1:], strict=True):
+            out.append(int(value.ctypes.data))
+            if isinstance(var.type, TensorType) and var.type.ndim > 0:
+                out.extend(int(n) for n in value.shape)
+        return out
+
+    def unpack_source(self, first_word: int) -> tuple[list[str], list[str]]:
+        """Source lines that read the constants from ``words``, and their names."""
+        lines, names, w = [], [], first_word
+        for i, var in enumerate(self.fgraph.inputs[1:]):
+            dtype = f"np.{np.dtype(var.type.dtype).type.__name__}"
+            name = f"c{i}"
+            pointer = f"_as_pointer(words[{w}])"
+            if isinstance(var.type, TensorType) and var.type.ndim > 0:
+                shape = ", ".join(f"words[{w + 1 + d}]" for d in range(var.type.ndim))
+                lines.append(f"    {name} = numba.carray({pointer}, ({shape},), {dtype})")
+                w += 1 + var.type.ndim
+            elif isinstance(var.type, TensorType):
+                lines.append(f"    {name} = numba.carray({pointer}, (1,), {dtype}).reshape(())")
+                w += 1
+            else:
+                lines.append(f"    {name} = numba.carray({pointer}, (1,), {dtype})[0]")
+                w += 1
+            names.append(name)
+        return lines, names
+
+
+def _lift_constants(function: Any) -> _Lifted | None:
+    """The rewritten graph of a compiled PyTensor function with its constants made inputs.
+
+    PyTensor's numba cache key of a graph hashes its constants, here the data (label rows,
+    prior concentrations, shapes), so every new dataset compiled afresh. With the constants as
+    inputs the key depends on the graph's structure only, and the compiled graph and callbacks
+    are reused from the disk cache for any data of the same model and number of categories.
+    """
+    fgraph = function.maker.fgraph.clone()
+    destroyed = {
+        node.inputs[i]
+        for node in fgraph.apply_nodes
+        for inputs in (getattr(node.op, "destroy_map", None) or {}).values()
+        for i in inputs
+    }
+    if len(fgraph.inputs) != 1 or any(isinstance(v, Constant) for v in destroyed):
+        return None  # an in-place Op would overwrite a constant turned input
+    # in order of first use, so the same graph structure gets the same inputs (and cache key)
+    constants: list[Any] = []
+    outputs = set(fgraph.outputs)
+    for node in fgraph.toposort():
+        for v in node.inputs:
+            if (
+                isinstance(v, Constant)
+                and isinstance(v.type, TensorType | ScalarType)
+                and v not in outputs
+                and v not in set(constants)
+            ):
+                constants.append(v)
+    values = []
+    for constant in constants:
+        value = np.ascontiguousarray(np.asarray(constant.data, dtype=constant.type.dtype))
+        value.flags.writeable = False
+        new = constant.type()
+        fgraph.add_input(new)
+        fgraph.replace(constant, new, import_missing=True)
+        values.append(value if value.ndim else value.reshape(1))
+    return _Lifted(fgraph=fgraph, values=values)
+
+
+_LOGP_TEMPLATE = """
+def {name}(dim, x_, out_, logp_, user_data_):
+    words = numba.carray(user_data_, ({n_words},), np.int64)
+    if dim != words[0]:
+        return -1
+{unpack}
+    try:
+        x = numba.carray(x_, (dim,))
+        logp_value, grad = graph_fn(x, {args})
+        logp_[0] = logp_value
+        finite = True
+        for i in range(dim):
+            g = grad[i]
+            out_[i] = g
+            if not np.isfinite(g):
+                finite = False
+    except Exception:  # noqa: BLE001
+        return 1
+    if not finite:
+        return 3
+    if not np.isfinite(logp_value):
+        return 4
+    return 0
+"""
+
+_EXPAND_TEMPLATE = """
+def {name}(dim, expanded, x_, out_, user_data_):
+    words = numba.carray(user_data_, ({n_words},), np.int64)
+    if dim != words[0] or expanded != words[1]:
+        return -1
+{unpack}
+    try:
+        x = numba.carray(x_, (dim,))
+        (values,) = graph_fn(x, {args})
+        for i in range(expanded):
+            out_[i] = values[i]
+    except Exception:  # noqa: BLE001
+        return -2
+    return 0
+"""
+
+
+def _cached_callbacks(
+    n_dim: int, n_expanded: int, logp: _Lifted, expand: _Lifted
+) -> tuple[Any, Any, np.ndarray]:
+    """Disk-cached C callbacks reading the constants through ``user_data``, and that array."""
+    from pytensor.link.numba.cache import compile_numba_function_src
+    from pytensor.link.numba.dispatch.basic import numba_funcify_ensure_cache
+
+    header = [n_dim, n_expanded]
+    logp_words = logp.words()
+    words = np.array([*header, *logp_words, *expand.words()], dtype=np.int64)
+    callbacks = []
+    for lifted, template, signature, first in (
+        (logp, _LOGP_TEMPLATE, _logp_signature, len(header)),
+        (expand, _EXPAND_TEMPLATE, _expand_signature, len(header) + len(logp_words)),
+    ):
+        graph_fn, graph_key = numba_funcify_ensure_cache(lifted.fgraph)
+        if graph_key is None:
+            raise TypeError("the graph has an Op without a numba cache key")
+        lines, names = lifted.unpack_source(first)
+        name = (
+            "_crowdbayes_logp_callback"
+            if template is _LOGP_TEMPLATE
+            else "_crowdbayes_expand_callback"
+        )
+        src = template.format(
+            name=name, n_words=len(words), unpack="\n".join(lines), args=", ".join(names)
+        )
+        key = hashlib.sha256(f"{graph_key}|{_SOURCE_VERSION}|{src}".encode()).hexdigest()
+        py_func = compile_numba_function_src(
+            src,
+            name,
+            global_env={
+                "__name__": __name__,  # numba rebuilds a cached environment from it
+                "numba": numba,
+                "np": np,
+                "_as_pointer": _as_pointer,
+                "graph_fn": graph_fn,
+            },
+            cache_key=f"crowdbayes_callback_{key}",
+        )
+        with _cheap_final_libraries(), warnings.catch_warnings():
+            # should it ever happen, an uncacheable callback still works (compiled each fit);
+            # tests/test_nutpie_compile.py checks that the second compile is a cache hit
+            warnings.filterwarnings(
+                "ignore", message="Cannot cache compiled function", category=numba.NumbaWarning
+            )
+            callbacks.append(numba.cfunc(signature(), cache=True)(py_func))
+    return callbacks[0], callbacks[1], words
 
 
 def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None) -> Any | None:
@@ -213,12 +422,35 @@ def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None
         )
         if logp_fn_pt.get_shared() or expand_fn_pt.get_shared():
             return None
-        logp, expand = _callbacks(
-            n_dim,
-            n_expanded,
-            _graph_kernel(logp_fn_pt.vm.jit_fn),
-            _graph_kernel(expand_fn_pt.vm.jit_fn),
-        )
+        user_data = make_user_data({}, {})
+        shared_data: dict[str, np.ndarray] = {}
+        lifted_logp, lifted_expand = _lift_constants(logp_fn_pt), _lift_constants(expand_fn_pt)
+        logp = expand = None
+        if lifted_logp is not None and lifted_expand is not None:
+            try:
+                logp, expand, user_data = _cached_callbacks(
+                    n_dim, n_expanded, lifted_logp, lifted_expand
+                )
+            except Exception as err:  # noqa: BLE001 - any failure: the uncached callbacks
+                warnings.warn(
+                    f"crowdbayes' cached nutpie callbacks failed ({type(err).__name__}: {err}); "
+                    "compiling them for this data instead (slower setup, same sampler)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            else:
+                # the callbacks read these arrays through user_data: keep them alive with it
+                shared_data = {
+                    f"_constant_{i}": v
+                    for i, v in enumerate([*lifted_logp.values, *lifted_expand.values])
+                }
+        if logp is None:
+            logp, expand = _callbacks(
+                n_dim,
+                n_expanded,
+                _graph_kernel(logp_fn_pt.vm.jit_fn),
+                _graph_kernel(expand_fn_pt.vm.jit_fn),
+            )
         dims, coords = _prepare_dims_and_coords(model, shape_info, reparameterized_names)
         return CompiledPyMCModel(
             _n_dim=n_dim,
@@ -228,9 +460,9 @@ def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None
             compiled_logp_func=logp,
             compiled_expand_func=expand,
             initial_point_func=initial_point_func,
-            shared_data={},
+            shared_data=shared_data,
             shared_var_keys={},
-            user_data=make_user_data({}, {}),
+            user_data=user_data,
             n_expanded=n_expanded,
             shape_info=shape_info,
             logp_func=logp_fn_pt,

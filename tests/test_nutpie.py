@@ -32,7 +32,8 @@ def _call_logp(compiled, x: np.ndarray) -> tuple[int, float, np.ndarray]:
     grad = np.zeros_like(x)
     logp = np.zeros(1)
     as_ptr = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))  # noqa: E731
-    code = cfunc.ctypes(len(x), as_ptr(x), as_ptr(grad), as_ptr(logp), None)
+    user_data = ctypes.c_void_p(compiled.user_data.ctypes.data)
+    code = cfunc.ctypes(len(x), as_ptr(x), as_ptr(grad), as_ptr(logp), user_data)
     return code, float(logp[0]), grad
 
 
@@ -59,11 +60,51 @@ def test_expand_callback_gives_constrained_values(compiled) -> None:
     x = np.zeros(compiled.n_dim)
     out = np.zeros(compiled.n_expanded)
     as_ptr = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))  # noqa: E731
+    user_data = ctypes.c_void_p(compiled.user_data.ctypes.data)
     code = compiled.compiled_expand_func.ctypes(
-        compiled.n_dim, compiled.n_expanded, as_ptr(x), as_ptr(out), None
+        compiled.n_dim, compiled.n_expanded, as_ptr(x), as_ptr(out), user_data
     )
     assert code == 0
     np.testing.assert_allclose(out, np.concatenate(compiled.expand_func(x)), rtol=1e-12)
+
+
+def _dawid_skene_model(seed: int, n_items: int, n_annotators: int) -> pm.Model:
+    sim = cb.simulate_dawid_skene(
+        n_items=n_items, n_annotators=n_annotators, n_categories=3, random_seed=seed
+    )
+    return cb.DawidSkene().build_model(cb.encode_annotations(sim.annotations))
+
+
+def test_callbacks_are_reused_from_the_cache_for_other_data(compiled) -> None:
+    # same model structure, other data and sizes: the callbacks come from numba's disk cache
+    # (the module fixture compiled or loaded them first) and read *these* data
+    model = _dawid_skene_model(seed=11, n_items=45, n_annotators=7)
+    other = _nutpie.compile_model(model)
+    assert other is not None and other.n_dim != compiled.n_dim
+    assert other.compiled_logp_func._cache_hits == 1
+    assert other.compiled_expand_func._cache_hits == 1
+    x = np.random.default_rng(1).normal(scale=0.5, size=other.n_dim)
+    code, logp, grad = _call_logp(other, x)
+    want_logp, want_grad = other.logp_func(x)
+    assert code == 0
+    assert logp == pytest.approx(float(want_logp), rel=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12)
+    # and the first model's callbacks still read the first data
+    x0 = np.zeros(compiled.n_dim)
+    assert _call_logp(compiled, x0)[1] == pytest.approx(float(compiled.logp_func(x0)[0]))
+
+
+def test_graphs_that_cannot_be_lifted_compile_for_their_data(monkeypatch) -> None:
+    monkeypatch.setattr(_nutpie, "_lift_constants", lambda function: None)
+    model = _dawid_skene_model(seed=12, n_items=30, n_annotators=4)
+    fallback = _nutpie.compile_model(model)
+    assert fallback is not None
+    x = np.random.default_rng(2).normal(scale=0.5, size=fallback.n_dim)
+    code, logp, grad = _call_logp(fallback, x)
+    want_logp, want_grad = fallback.logp_func(x)
+    assert code == 0
+    assert logp == pytest.approx(float(want_logp), rel=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12)
 
 
 def test_sample_posterior_goes_through_it(ds_model: pm.Model, monkeypatch) -> None:
