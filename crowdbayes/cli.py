@@ -127,7 +127,7 @@ def _build_parser() -> _Parser:
         help="full posterior by NUTS, its mode (fast, no intervals), or a variational "
         "approximation by ADVI (fast, approximate intervals) (default: nuts)",
     )
-    _add_sampling_options(fit, draws=1000, tune=1000, chains=4, seed=None)
+    _add_sampling_options(fit, draws=1000, tune=None, chains=4, seed=None)
     fit.add_argument(
         "--vi-iterations",
         type=_vi_iterations,
@@ -229,13 +229,27 @@ def _build_parser() -> _Parser:
 
 
 def _add_sampling_options(
-    parser: argparse.ArgumentParser, *, draws: int, tune: int, chains: int, seed: int | None
+    parser: argparse.ArgumentParser,
+    *,
+    draws: int,
+    tune: int | None,
+    chains: int,
+    seed: int | None,
 ) -> None:
     parser.add_argument(
         "--draws", type=_positive_int, default=draws, metavar="N", help=f"default: {draws}"
     )
     parser.add_argument(
-        "--tune", type=_non_negative_int, default=tune, metavar="N", help=f"default: {tune}"
+        "--tune",
+        type=_non_negative_int,
+        default=tune,
+        metavar="N",
+        help=(
+            f"default: {tune}"
+            if tune is not None
+            else "default: the model's (500 for dawid-skene, class-conditional and one-coin, "
+            "1000 for the others)"
+        ),
     )
     parser.add_argument(
         "--chains", type=_positive_int, default=chains, metavar="N", help=f"default: {chains}"
@@ -303,7 +317,7 @@ def _add_compare_parser(sub: Any) -> None:
         choices=["nuts", "map"],
         help="must be nuts (the default): PSIS-LOO needs posterior draws",
     )
-    _add_sampling_options(cmp, draws=1000, tune=1000, chains=4, seed=None)
+    _add_sampling_options(cmp, draws=1000, tune=None, chains=4, seed=None)
     cmp.add_argument(
         "--sampler",
         default="nutpie",

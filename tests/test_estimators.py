@@ -126,6 +126,43 @@ def test_fit_returns_self(cls: type, small_sim: cb.Simulation) -> None:
             getattr(model, name)
 
 
+class _StopBeforeSampling(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (cb.DawidSkene, 500),
+        (cb.ClassConditional, 500),
+        (cb.OneCoin, 500),
+        (cb.HierarchicalDawidSkene, 1000),
+        (cb.Mace, 1000),
+        (cb.Glad, 1000),
+        (cb.ItemDifficulty, 1000),
+        (cb.LogisticRandomEffects, 1000),
+    ],
+)
+def test_default_tuning_steps_by_model(
+    cls: type, expected: int, small_sim: cb.Simulation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """500 tuning steps for the models without hierarchical scales (benchmarks/TUNING.md),
+    1000 for the others; an explicit ``tune`` wins."""
+    seen: dict[str, Any] = {}
+
+    def stop(model: Any, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise _StopBeforeSampling
+
+    monkeypatch.setattr("crowdbayes.estimators.sample_posterior", stop)
+    with pytest.raises(_StopBeforeSampling):
+        cls().fit(small_sim.annotations, random_seed=0)
+    assert seen["tune"] == expected == cls.default_tune
+    with pytest.raises(_StopBeforeSampling):
+        cls().fit(small_sim.annotations, random_seed=0, tune=123)
+    assert seen["tune"] == 123
+
+
 @pytest.mark.parametrize("cls", BAYESIAN)
 def test_priors_are_stored_unmodified(cls: type, small_sim: cb.Simulation) -> None:
     priors_cls = cls.priors_class
