@@ -12,6 +12,8 @@ values equal ArviZ's to rounding (``tests/test_diagnostics.py``); parameters wit
 draws go through ArviZ itself.
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,10 @@ RHAT_THRESHOLD = 1.01
 ESS_PER_CHAIN = 100
 #: Largest tolerated difference between two chains' mean label probability for an item.
 LABEL_CHAIN_TOLERANCE = 0.1
+#: Threads for :func:`convergence_statistics` (each takes a share of the parameters, at least
+#: ``_PARAMETERS_PER_THREAD``: below that, starting threads costs more than it saves).
+_THREADS = min(os.cpu_count() or 1, 4)
+_PARAMETERS_PER_THREAD = 64
 
 
 class SamplingWarning(UserWarning):
@@ -232,6 +238,23 @@ def _ess(x: np.ndarray) -> np.ndarray:
     return np.where(constant, float(size), ess)
 
 
+def _finite_statistics(x: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # R-hat (NaN with one chain), bulk and tail ESS of finite draws (parameter, chain, draw)
+    split = _split_chains(x)
+    z_bulk = _z_scale(split)
+    rhat = np.full(len(x), np.nan)
+    if x.shape[1] > 1:
+        folded = np.abs(split - np.median(split.reshape(len(x), -1), axis=1)[:, None, None])
+        rhat = np.maximum(_split_rhat(z_bulk), _split_rhat(_z_scale(folded)))
+    bulk = _ess(z_bulk)
+    low, high = np.quantile(x.reshape(len(x), -1), sorted((prob, 1 - prob)), axis=1)
+    tail = np.minimum(
+        _ess((split <= low[:, None, None]).astype(float)),
+        _ess((split <= high[:, None, None]).astype(float)),
+    )
+    return rhat, bulk, tail
+
+
 def convergence_statistics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rank-normalised split R-hat, bulk ESS and tail ESS of every parameter at once.
 
@@ -262,19 +285,23 @@ def convergence_statistics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
         return nan, nan.copy(), nan.copy()
     finite = np.isfinite(draws).all(axis=(0, 1))
     x = np.ascontiguousarray(np.moveaxis(draws[:, :, finite], 2, 0))
-    split = _split_chains(x)
-    z_bulk = _z_scale(split)
     rhat, bulk, tail = nan.copy(), nan.copy(), nan.copy()
-    if n_chains > 1:
-        folded = np.abs(split - np.median(split.reshape(len(x), -1), axis=1)[:, None, None])
-        rhat[finite] = np.maximum(_split_rhat(z_bulk), _split_rhat(_z_scale(folded)))
-    bulk[finite] = _ess(z_bulk)
     prob = float(rcParams["stats.ci_prob"])
-    low, high = np.quantile(x.reshape(len(x), -1), sorted((prob, 1 - prob)), axis=1)
-    tail[finite] = np.minimum(
-        _ess((split <= low[:, None, None]).astype(float)),
-        _ess((split <= high[:, None, None]).astype(float)),
-    )
+    n_threads = min(_THREADS, len(x) // _PARAMETERS_PER_THREAD)
+    if n_threads > 1:
+        # every statistic is per parameter, and NumPy's sorts, FFTs and ufuncs release the GIL
+        with ThreadPoolExecutor(n_threads) as pool:
+            parts = list(
+                pool.map(
+                    lambda chunk: _finite_statistics(chunk, prob),
+                    np.array_split(x, n_threads),
+                )
+            )
+        rhat[finite], bulk[finite], tail[finite] = (
+            np.concatenate(p) for p in zip(*parts, strict=True)
+        )
+    else:
+        rhat[finite], bulk[finite], tail[finite] = _finite_statistics(x, prob)
     if not finite.all():  # NaN or inf draws: ArviZ's own handling, parameter by parameter
         sub = xr.DataArray(draws[:, :, ~finite], dims=("chain", "draw", "parameter"))
         rhat[~finite] = az.rhat(sub).to_numpy()

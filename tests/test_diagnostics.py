@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from crowdbayes import diagnostics
 from crowdbayes.diagnostics import compute_diagnostics, convergence_statistics
 
 
@@ -69,6 +70,24 @@ def test_cases_reach_every_branch() -> None:
     assert np.all(bulk < 100)
     rhat, bulk, tail = convergence_statistics(cases["one chain"])
     assert np.isnan(rhat).all() and np.isfinite(bulk).all() and np.isfinite(tail).all()
+
+
+@pytest.mark.parametrize("n_chains", [4, 1])
+def test_parameters_split_over_threads_give_the_same_statistics(
+    n_chains: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the cases with this many chains side by side (one chain: R-hat is NaN), and a NaN draw
+    cases = [c for c in _cases().values() if c.shape[0] == n_chains]
+    n_draws = min(c.shape[1] for c in cases)
+    draws = np.concatenate([c[:, :n_draws] for c in cases], axis=2)
+    draws[0, 1, 2] = np.nan
+    single = convergence_statistics(draws)
+    monkeypatch.setattr(diagnostics, "_THREADS", 3)
+    monkeypatch.setattr(diagnostics, "_PARAMETERS_PER_THREAD", 1)
+    threaded = convergence_statistics(draws)
+    for got, want in zip(threaded, single, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert np.isnan(single[1][2]) and np.isfinite(single[1][3])
 
 
 def test_non_finite_draws_use_arviz() -> None:
