@@ -119,55 +119,6 @@ def _expand_signature() -> Any:
     )
 
 
-def _callbacks(n_dim: int, n_expanded: int, logp_fn: Any, expand_fn: Any) -> tuple[Any, Any]:
-    logp_signature = _logp_signature()
-    expand_signature = _expand_signature()
-
-    # Same contract as nutpie's callbacks: 0 ok, 1 error, 3 non-finite gradient, 4 non-finite
-    # log-density, -1 wrong dimension.
-    def _crowdbayes_logp_callback(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]  # pragma: no cover
-        if dim != n_dim:
-            return -1
-        try:
-            x = numba.carray(x_, (n_dim,))
-            logp_value, grad = logp_fn(x)
-            logp_[0] = logp_value
-            finite = True
-            for i in range(n_dim):
-                g = grad[i]
-                out_[i] = g
-                if not np.isfinite(g):
-                    finite = False
-        except Exception:  # noqa: BLE001
-            return 1
-        if not finite:
-            return 3
-        if not np.isfinite(logp_value):
-            return 4
-        return 0
-
-    def _crowdbayes_expand_callback(dim, expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def]  # pragma: no cover
-        if dim != n_dim or expanded != n_expanded:
-            return -1
-        try:
-            x = numba.carray(x_, (n_dim,))
-            (values,) = expand_fn(x)
-            for i in range(n_expanded):
-                out_[i] = values[i]
-        except Exception:  # noqa: BLE001
-            return -2
-        return 0
-
-    with _cheap_final_libraries(), warnings.catch_warnings():
-        # the data are constants of the graph, so its function is not disk-cached (as in nutpie)
-        warnings.filterwarnings(
-            "ignore", message="Cannot cache compiled function", category=numba.NumbaWarning
-        )
-        logp = numba.cfunc(logp_signature)(_crowdbayes_logp_callback)
-        expand = numba.cfunc(expand_signature)(_crowdbayes_expand_callback)
-    return logp, expand
-
-
 def _graph_kernel(jit_fn: Any) -> Any:
     """The numba function of the graph itself, under PyTensor's caching wrapper when it has one.
 
@@ -277,7 +228,7 @@ def {name}(dim, x_, out_, logp_, user_data_):
 {unpack}
     try:
         x = numba.carray(x_, (dim,))
-        logp_value, grad = graph_fn(x, {args})
+        logp_value, grad = graph_fn(x{args})
         logp_[0] = logp_value
         finite = True
         for i in range(dim):
@@ -302,7 +253,7 @@ def {name}(dim, expanded, x_, out_, user_data_):
 {unpack}
     try:
         x = numba.carray(x_, (dim,))
-        (values,) = graph_fn(x, {args})
+        (values,) = graph_fn(x{args})
         for i in range(expanded):
             out_[i] = values[i]
     except Exception:  # noqa: BLE001
@@ -311,54 +262,79 @@ def {name}(dim, expanded, x_, out_, user_data_):
 """
 
 
+def _callback(
+    template: str, graph_fn: Any, n_words: int, unpack: list[str], args: list[str], key: str | None
+) -> Any:
+    """A C callback generated from ``template`` calling ``graph_fn``; disk-cached under ``key``.
+
+    Both callbacks follow nutpie's contract (logp: 0 ok, 1 error, 3 non-finite gradient,
+    4 non-finite log-density, -1 wrong dimension; expand: 0 ok, -2 error, -1 wrong dimension)
+    and copy and check the gradient with plain loops.
+    """
+    from pytensor.link.numba.cache import compile_numba_function_src
+
+    logp = template is _LOGP_TEMPLATE
+    name = "_crowdbayes_logp_callback" if logp else "_crowdbayes_expand_callback"
+    src = template.format(
+        name=name, n_words=n_words, unpack="\n".join(unpack), args="".join(", " + a for a in args)
+    )
+    py_func = compile_numba_function_src(
+        src,
+        name,
+        global_env={
+            "__name__": __name__,  # numba rebuilds a cached environment from it
+            "numba": numba,
+            "np": np,
+            "_as_pointer": _as_pointer,
+            "graph_fn": graph_fn,
+        },
+        cache_key=(
+            None
+            if key is None
+            else "crowdbayes_callback_"
+            + hashlib.sha256(f"{key}|{_SOURCE_VERSION}|{src}".encode()).hexdigest()
+        ),
+    )
+    signature = _logp_signature() if logp else _expand_signature()
+    with _cheap_final_libraries(), warnings.catch_warnings():
+        # an uncached callback (the per-data one; a cached one, should it ever happen) still
+        # works, compiled each fit; tests/test_nutpie.py checks the second compile is a cache hit
+        warnings.filterwarnings(
+            "ignore", message="Cannot cache compiled function", category=numba.NumbaWarning
+        )
+        return numba.cfunc(signature, cache=key is not None)(py_func)
+
+
 def _cached_callbacks(
     n_dim: int, n_expanded: int, logp: _Lifted, expand: _Lifted
 ) -> tuple[Any, Any, np.ndarray]:
     """Disk-cached C callbacks reading the constants through ``user_data``, and that array."""
-    from pytensor.link.numba.cache import compile_numba_function_src
     from pytensor.link.numba.dispatch.basic import numba_funcify_ensure_cache
 
     header = [n_dim, n_expanded]
     logp_words = logp.words()
     words = np.array([*header, *logp_words, *expand.words()], dtype=np.int64)
     callbacks = []
-    for lifted, template, signature, first in (
-        (logp, _LOGP_TEMPLATE, _logp_signature, len(header)),
-        (expand, _EXPAND_TEMPLATE, _expand_signature, len(header) + len(logp_words)),
+    for lifted, template, first in (
+        (logp, _LOGP_TEMPLATE, len(header)),
+        (expand, _EXPAND_TEMPLATE, len(header) + len(logp_words)),
     ):
         graph_fn, graph_key = numba_funcify_ensure_cache(lifted.fgraph)
         if graph_key is None:
             raise TypeError("the graph has an Op without a numba cache key")
         lines, names = lifted.unpack_source(first)
-        name = (
-            "_crowdbayes_logp_callback"
-            if template is _LOGP_TEMPLATE
-            else "_crowdbayes_expand_callback"
-        )
-        src = template.format(
-            name=name, n_words=len(words), unpack="\n".join(lines), args=", ".join(names)
-        )
-        key = hashlib.sha256(f"{graph_key}|{_SOURCE_VERSION}|{src}".encode()).hexdigest()
-        py_func = compile_numba_function_src(
-            src,
-            name,
-            global_env={
-                "__name__": __name__,  # numba rebuilds a cached environment from it
-                "numba": numba,
-                "np": np,
-                "_as_pointer": _as_pointer,
-                "graph_fn": graph_fn,
-            },
-            cache_key=f"crowdbayes_callback_{key}",
-        )
-        with _cheap_final_libraries(), warnings.catch_warnings():
-            # should it ever happen, an uncacheable callback still works (compiled each fit);
-            # tests/test_nutpie_compile.py checks that the second compile is a cache hit
-            warnings.filterwarnings(
-                "ignore", message="Cannot cache compiled function", category=numba.NumbaWarning
-            )
-            callbacks.append(numba.cfunc(signature(), cache=True)(py_func))
+        callbacks.append(_callback(template, graph_fn, len(words), lines, names, graph_key))
     return callbacks[0], callbacks[1], words
+
+
+def _callbacks_for_this_data(
+    n_dim: int, n_expanded: int, logp_fn: Any, expand_fn: Any
+) -> tuple[Any, Any, np.ndarray]:
+    """Callbacks of the graphs with their constants inside, compiled for this data only."""
+    words = np.array([n_dim, n_expanded], dtype=np.int64)
+    logp = _callback(_LOGP_TEMPLATE, _graph_kernel(logp_fn), len(words), [], [], None)
+    expand = _callback(_EXPAND_TEMPLATE, _graph_kernel(expand_fn), len(words), [], [], None)
+    return logp, expand, words
 
 
 def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None) -> Any | None:
@@ -390,7 +366,6 @@ def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None
             _make_functions,
             _prepare_dims_and_coords,
             _wrap_with_lock,
-            make_user_data,
         )
         from pymc.initial_point import make_initial_point_fn
     except ImportError:
@@ -422,7 +397,6 @@ def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None
         )
         if logp_fn_pt.get_shared() or expand_fn_pt.get_shared():
             return None
-        user_data = make_user_data({}, {})
         shared_data: dict[str, np.ndarray] = {}
         lifted_logp, lifted_expand = _lift_constants(logp_fn_pt), _lift_constants(expand_fn_pt)
         logp = expand = None
@@ -445,11 +419,8 @@ def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None
                     for i, v in enumerate([*lifted_logp.values, *lifted_expand.values])
                 }
         if logp is None:
-            logp, expand = _callbacks(
-                n_dim,
-                n_expanded,
-                _graph_kernel(logp_fn_pt.vm.jit_fn),
-                _graph_kernel(expand_fn_pt.vm.jit_fn),
+            logp, expand, user_data = _callbacks_for_this_data(
+                n_dim, n_expanded, logp_fn_pt.vm.jit_fn, expand_fn_pt.vm.jit_fn
             )
         dims, coords = _prepare_dims_and_coords(model, shape_info, reparameterized_names)
         return CompiledPyMCModel(
