@@ -726,7 +726,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.method == "nuts":
         print(
             f"Sampling {args.chains} chains x {args.draws} draws after {args.tune} tuning steps "
-            "with NUTS (nutpie); the first run in a new process compiles the model (~30-60 s).",
+            "with NUTS (nutpie); the first run after installing compiles the model (~30-60 s), "
+            "later runs load it from disk.",
             flush=True,
         )
     else:
