@@ -198,7 +198,7 @@ def _lift_constants(function: Any) -> _Lifted | None:
     if len(fgraph.inputs) != 1 or any(isinstance(v, Constant) for v in destroyed):
         return None  # an in-place Op would overwrite a constant turned input
     # in order of first use, so the same graph structure gets the same inputs (and cache key)
-    constants: list[Any] = []
+    constants: dict[Any, None] = {}  # insertion-ordered set
     outputs = set(fgraph.outputs)
     for node in fgraph.toposort():
         for v in node.inputs:
@@ -206,9 +206,8 @@ def _lift_constants(function: Any) -> _Lifted | None:
                 isinstance(v, Constant)
                 and isinstance(v.type, TensorType | ScalarType)
                 and v not in outputs
-                and v not in set(constants)
             ):
-                constants.append(v)
+                constants.setdefault(v)
     values = []
     for constant in constants:
         value = np.ascontiguousarray(np.asarray(constant.data, dtype=constant.type.dtype))

@@ -372,7 +372,8 @@ class BayesianCrowdModel(CrowdModel):
     #: scales (Dawid-Skene, class-conditional, one-coin) start their chains at the EM mode and
     #: use 500: on every real dataset 500 and 1000 tuning steps gave the same R-hat, ESS,
     #: divergences, accuracy and log loss (``benchmarks/TUNING.md``). The hierarchical and
-    #: item-effect models keep 1000 (hierarchical Dawid-Skene reached R-hat 1.018 with 500).
+    #: item-effect models keep 1000 (hierarchical Dawid-Skene reached R-hat 1.034 on anesthesia
+    #: with 500, against 1.014-1.017 with 1000).
     default_tune: ClassVar[int] = 1000
 
     def __init__(self, priors: Any = None) -> None:
@@ -464,8 +465,9 @@ class BayesianCrowdModel(CrowdModel):
             :func:`crowdbayes.inference.fit_variational`).
         draws, chains : int
         tune : int, optional
-            NUTS tuning steps per chain (default: the model's ``default_tune``, 500 for the
-            confusion-matrix models, 1000 for the item-effect models).
+            NUTS tuning steps per chain (default: the model's ``default_tune``, 500 for
+            Dawid-Skene, class-conditional and one-coin, 1000 for the hierarchical and
+            item-effect models).
         sampler : {"nutpie", "pymc", "numpyro", "blackjax"}
         random_seed : int, numpy.random.Generator or None
             The integer seed used is recorded in the result.

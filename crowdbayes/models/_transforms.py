@@ -10,11 +10,14 @@ NumPyro's simplex transform) maps :math:`y \\in \\mathbb{R}^{K-1}` to the stick 
 a Dirichlet(:math:`\\alpha`) prior the fractions are independent Beta variables, so the
 coordinates are a priori independent. The offset maps :math:`y = 0` to the uniform simplex.
 
-The products :math:`\\prod_{l<j}(1 - z_l)` are exclusive cumulative sums in log space. PyTensor's
-``CumOp`` lowers to about a fifth of the LLVM IR of a whole Dawid-Skene log-density in the numba
-backend (its axis handling permutes arrays), and every fit compiles that IR afresh, so the
-transform uses :class:`ExclusiveCumsum`, a small Op over the last axis with a numba kernel, a
-JAX implementation and an exact gradient (the reversed exclusive cumulative sum).
+The backward map and its log-Jacobian, which every log-density evaluation needs, are one fused
+Op, :class:`StickBreakingLog`: the log simplex point and the log-Jacobian of a row in one pass
+(the products :math:`\\prod_{l<j}(1 - z_l)` are running sums in log space), with its own
+gradient Op and numba and JAX implementations. The forward map (used for starting values)
+needs the sums :math:`\\sum_{l>j} x_l`: :class:`ExclusiveCumsum`, a small Op over the last
+axis (PyTensor's ``CumOp`` lowers to far more numba IR, its axis handling permutes arrays), with
+a numba kernel, a JAX implementation and an exact gradient (the reversed exclusive cumulative
+sum).
 """
 
 import hashlib
