@@ -31,6 +31,7 @@ __all__ = [
     "compute_diagnostics",
     "convergence_statistics",
     "chain_permutations",
+    "variable_statistics",
 ]
 
 RHAT_THRESHOLD = 1.01
@@ -314,6 +315,47 @@ def _flat_name(name: str, index: tuple[Any, ...]) -> str:
     return f"{name}[{', '.join(str(i) for i in index)}]" if index else name
 
 
+def variable_statistics(
+    posterior: xr.Dataset, var_names: list[str]
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """R-hat, bulk and tail ESS of every element of each variable (the costly part of diagnostics).
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        Draws with dims ``chain`` and ``draw``.
+    var_names : list of str
+
+    Returns
+    -------
+    dict
+        Per variable, ``(varying, rhat, ess_bulk, ess_tail)``: ``varying`` (the variable's
+        shape, without chain and draw) marks the elements that are not constant; the three
+        statistics (:func:`convergence_statistics`) are over those elements, flattened.
+        Constant elements (fixed by the model) have no R-hat.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> post = xr.Dataset({"x": (("chain", "draw", "k"), rng.normal(size=(4, 500, 2)))})
+    >>> varying, rhat, bulk, tail = variable_statistics(post, ["x"])["x"]
+    >>> varying.tolist(), rhat.shape
+    ([True, True], (2,))
+    """
+    n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    for name in var_names:
+        values = posterior[name].transpose("chain", "draw", ...).to_numpy()
+        flat = values.reshape(n_chains, n_draws, -1)
+        varying = flat.std(axis=(0, 1)) > 0
+        if varying.any():
+            stats = convergence_statistics(flat[:, :, varying])
+        else:
+            stats = (np.empty(0), np.empty(0), np.empty(0))
+        out[name] = (varying.reshape(values.shape[2:]), *stats)
+    return out
+
+
 def compute_diagnostics(
     posterior: xr.Dataset,
     sample_stats: xr.Dataset | None,
@@ -322,6 +364,7 @@ def compute_diagnostics(
     permuted_chains: list[int] | None = None,
     relabelled: bool | None = True,
     label_chain_difference: tuple[float, Any] = (float("nan"), None),
+    statistics: dict[str, tuple[np.ndarray, ...]] | None = None,
 ) -> Diagnostics:
     """R-hat, ESS and divergences over ``var_names``, with messages for every problem.
 
@@ -340,6 +383,9 @@ def compute_diagnostics(
         was permuted in a model where relabelling is not exact, so nothing could be done.
     label_chain_difference : (float, item id)
         Largest difference between chains' mean label probabilities, and its item.
+    statistics : dict, optional
+        :func:`variable_statistics` of ``posterior`` and ``var_names``, when already computed
+        (the estimators compute it while they summarise labels); computed here otherwise.
 
     Returns
     -------
@@ -356,17 +402,15 @@ def compute_diagnostics(
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     diag = Diagnostics(n_draws=n_chains * n_draws, permuted_chains=list(permuted_chains or []))
     worst, max_rhat, min_bulk, min_tail = "", -np.inf, np.inf, np.inf
+    if statistics is None:
+        statistics = variable_statistics(posterior, var_names)
     for name in var_names:
-        values = posterior[name].transpose("chain", "draw", ...).to_numpy()
-        flat = values.reshape(n_chains, n_draws, -1)
-        # Constant parameters (fixed by the model) have undefined R-hat: skip them.
-        varying = flat.std(axis=(0, 1)) > 0
+        varying, rhat, bulk, tail = statistics[name]
         if not varying.any():
             continue
-        rhat, bulk, tail = convergence_statistics(flat[:, :, varying])
         if n_chains > 1 and np.nanmax(rhat) > max_rhat:
             pos = int(np.nanargmax(rhat))
-            index = np.unravel_index(np.flatnonzero(varying)[pos], values.shape[2:])
+            index = np.unravel_index(np.flatnonzero(varying)[pos], varying.shape)
             labels = tuple(
                 posterior[name][dim].values[i]
                 for dim, i in zip(posterior[name].dims[2:], index, strict=True)

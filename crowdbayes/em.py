@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._kernels import _marginal_kernel, _row_inputs
+from crowdbayes.models._kernels import _marginal_kernel, marginal_row_inputs
 from crowdbayes.models._likelihood import label_log_posterior
 
 __all__ = ["EMResult", "vote_shares", "em_confusion"]
@@ -178,7 +178,7 @@ def em_confusion(
 
     posterior = vote_shares(data)
     weight_sum, counts = posterior.sum(axis=0), _label_counts(data, posterior)
-    row_inputs = [*_row_inputs(data.compressed), np.asarray(data.gold_index, dtype=np.int64)]
+    row_inputs = marginal_row_inputs(data.compressed, n_k, data.gold_index)
     previous = -np.inf
     log_post = -np.inf
     converged = False

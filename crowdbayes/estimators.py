@@ -8,7 +8,8 @@ Settings (priors) go to ``__init__`` and are stored unmodified; data go to ``fit
 import json
 import time
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -22,6 +23,7 @@ from crowdbayes.diagnostics import (
     SamplingWarning,
     chain_permutations,
     compute_diagnostics,
+    variable_statistics,
 )
 from crowdbayes.em import EMResult, em_confusion, vote_shares
 from crowdbayes.inference import (
@@ -541,16 +543,22 @@ class BayesianCrowdModel(CrowdModel):
             )
         summaries_started = time.perf_counter()
         posterior = _with_annotator_accuracy(posterior)
-        summary, log_lik, spread = _posterior_summaries(
-            posterior,
-            data,
-            model,
-            point=method == "map",
-            log_likelihood_model=(
-                None if method == "map" else self._log_likelihood_model(data, priors)
-            ),
-            joint_from_confusion=self.joint_from_confusion,
-        )
+        diag_vars = [v for v in self.diagnostic_vars if v in posterior]
+        with ThreadPoolExecutor(1) as pool:
+            # R-hat and ESS (NumPy, mostly outside the GIL) while the labels are summarised
+            statistics = (
+                pool.submit(variable_statistics, posterior, diag_vars) if method == "nuts" else None
+            )
+            summary, log_lik, spread = _posterior_summaries(
+                posterior,
+                data,
+                model,
+                point=method == "map",
+                log_likelihood_model=(
+                    None if method == "map" else self._log_likelihood_model(data, priors)
+                ),
+                joint_from_confusion=self.joint_from_confusion,
+            )
         if method == "map":
             diagnostics = Diagnostics(n_draws=1)
         elif vi_info is not None:
@@ -564,7 +572,6 @@ class BayesianCrowdModel(CrowdModel):
             for message in diagnostics.messages:
                 warnings.warn(f"{self.name}: {message}", SamplingWarning, stacklevel=2)
         else:
-            diag_vars = [v for v in self.diagnostic_vars if v in posterior]
             diagnostics = compute_diagnostics(
                 posterior,
                 sample_stats,
@@ -572,6 +579,7 @@ class BayesianCrowdModel(CrowdModel):
                 permuted_chains=permuted,
                 relabelled=relabelled,
                 label_chain_difference=spread,
+                statistics=None if statistics is None else statistics.result(),
             )
             for message in diagnostics.messages:
                 warnings.warn(f"{self.name}: {message}", SamplingWarning, stacklevel=2)
@@ -684,6 +692,20 @@ def _with_annotator_accuracy(posterior: xr.Dataset) -> xr.Dataset:
     return posterior
 
 
+def _label_posterior_chunks(
+    evaluator: DrawEvaluator | ConfusionJointEvaluator, posterior: xr.Dataset, gold: np.ndarray
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray, list[np.ndarray]]]:
+    # (samples, p(z_i = k | y_i), item log-likelihoods, every evaluated output) per chunk
+    if isinstance(evaluator, ConfusionJointEvaluator):
+        for sl, probs, ll in evaluator.iterate_label_posterior(posterior, gold):
+            yield sl, probs, ll, [probs]
+        return
+    for sl, outs in evaluator.iterate(posterior):
+        probs = np.ascontiguousarray(outs[0], dtype=np.float64)
+        ll = normalise_joint(probs, gold)  # probs now holds p(z_i = k | y_i) per draw
+        yield sl, probs, ll, outs
+
+
 def _posterior_summaries(
     posterior: xr.Dataset,
     data: AnnotationData,
@@ -720,9 +742,7 @@ def _posterior_summaries(
     item_ll = np.empty((n_samples, data.n_items)) if keep_ll else None
     difficulty = np.empty((n_samples, data.n_items)) if has_difficulty else None
     gold = data.gold_index
-    for sl, outs in evaluator.iterate(posterior):
-        probs = np.ascontiguousarray(outs[0], dtype=np.float64)
-        ll = normalise_joint(probs, gold)  # probs now holds p(z_i = k | y_i) per draw
+    for sl, probs, ll, outs in _label_posterior_chunks(evaluator, posterior, gold):
         chain_of = np.arange(sl.start, sl.stop) // n_draws
         for chain in np.unique(chain_of):
             chain_sum[chain] += probs[chain_of == chain].sum(axis=0)

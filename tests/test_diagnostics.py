@@ -113,3 +113,27 @@ def test_compute_diagnostics_reports_the_worst_parameter() -> None:
     assert diag.worst_parameter == "x[b]"
     assert diag.max_rhat > 1.2
     assert any("R-hat" in m for m in diag.messages)
+
+
+def test_precomputed_statistics_give_the_same_diagnostics() -> None:
+    """The estimators compute R-hat and ESS while they summarise labels, then pass them in."""
+    from crowdbayes.diagnostics import variable_statistics
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(4, 300, 2, 3))
+    values[2, :, 1, 0] += 1.5
+    values[:, :, 0, 2] = 0.25  # a constant element: no R-hat
+    posterior = xr.Dataset(
+        {
+            "x": (("chain", "draw", "a", "b"), values),
+            "y": (("chain", "draw"), rng.normal(size=(4, 300))),
+        },
+        coords={"a": ["p", "q"], "b": [10, 20, 30]},
+    )
+    statistics = variable_statistics(posterior, ["x", "y"])
+    assert statistics["x"][0].shape == (2, 3) and not statistics["x"][0][0, 2]
+    assert len(statistics["x"][1]) == 5
+    want = compute_diagnostics(posterior, None, ["x", "y"])
+    got = compute_diagnostics(posterior, None, ["x", "y"], statistics=statistics)
+    assert got.to_dict() == want.to_dict()
+    assert got.worst_parameter == "x[q, 10]"

@@ -21,6 +21,9 @@ from crowdbayes.models._kernels import (
     _row_inputs,
     confusion_item_sum,
     confusion_marginal_log_likelihood,
+    label_joint_draws,
+    label_posterior_draws,
+    marginal_row_inputs,
     normalise_joint,
     register_jax,
 )
@@ -149,7 +152,11 @@ def test_fused_marginal_and_gradient_match_indexing_form(mode: str, static_k: bo
     log_prev = np.log(np.array([0.5, 0.3, 0.2]))
     lp = pt.tensor("lp", shape=(3,) if static_k else (None,), dtype="float64")
     lc = pt.tensor3("lc", dtype="float64")
-    fused = confusion_marginal_log_likelihood(lp, lc, data.compressed, data.n_annotators, gold)
+    with pytest.raises(ValueError, match="n_categories is needed"):
+        confusion_marginal_log_likelihood(lp, lc, data.compressed, data.n_annotators, gold)
+    fused = confusion_marginal_log_likelihood(
+        lp, lc, data.compressed, data.n_annotators, gold, n_categories=3
+    )
     joint = lp[None, :] + indexing_form(lc, data)
     per_item = pt.logsumexp(joint, axis=1)
     known = np.flatnonzero(gold >= 0)
@@ -185,7 +192,7 @@ def _numpy_marginal(log_prev, log_conf, rows, gold):
     return per_item.sum(), resp.sum(axis=0), grad_conf
 
 
-def _marginal_case(case: str, k: int):
+def _marginal_case(case: str, k: int, unit: bool = False):
     rng = np.random.default_rng(k)
     if case == "random":
         data, log_conf = random_rows(k, k=k)
@@ -215,32 +222,69 @@ def _marginal_case(case: str, k: int):
         log_conf[1, 0, 1] = -np.inf  # (the gold item, category 1, never uses it)
     elif case == "positive":
         log_conf[2, 0, 0] = 0.3  # not a probability: the whole pass runs in log space
+    counts = rng.choice([1.0, 1.0, 1.0, 2.0], (4, n_rows))
+    if unit:  # every row once: the generated kernel's blocked path for items 0-2
+        counts[:] = 1.0
     rows = [
         annotator.ravel().astype(np.int64),
         labels.ravel().astype(np.int64),
-        rng.choice([1.0, 1.0, 1.0, 2.0], 4 * n_rows),
+        counts.ravel(),
         np.arange(0, 4 * n_rows + 1, n_rows, dtype=np.int64),
     ]
     return np.log(rng.dirichlet(np.ones(k))), log_conf, rows, np.array([-1, -1, -1, 1])
 
 
-@pytest.mark.parametrize("k", [2, 3, 5, 9])
-@pytest.mark.parametrize("case", ["random", "long_items", "underflow", "positive"])
-def test_product_space_marginal_matches_log_space(case: str, k: int) -> None:
-    """The probability-space kernel (specialised and generic in the number of categories) equals
-    the log-space kernel and a NumPy/SciPy reference, through rescaling, underflow to zero,
-    -inf log-probabilities, repeated rows, gold items and the all-log-space fallback."""
-    log_prev, log_conf, rows, gold = _marginal_case(case, k)
+def _kernel_inputs(rows: list[np.ndarray], gold: np.ndarray, k: int) -> list[np.ndarray]:
+    # the ConfusionMarginal data inputs: rows, gold, then cell and unit computed here by hand
+    annotator, label, count, starts = rows
+    cell = annotator * k + label
+    unit = np.array(
+        [np.all(count[a:b] == 1.0) for a, b in zip(starts[:-1], starts[1:], strict=True)],
+        dtype=np.int8,
+    )
+    return [*rows, np.asarray(gold, dtype=np.int64), cell, unit]
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 9, 13])
+@pytest.mark.parametrize(
+    ("case", "unit"),
+    [
+        ("random", False),  # random rows always repeat some (random_rows asserts it)
+        *((case, unit) for case in ("long_items", "underflow", "positive") for unit in (0, 1)),
+    ],
+)
+def test_product_space_marginal_matches_log_space(case: str, unit: bool, k: int) -> None:
+    """The probability-space kernel (generated for the number of categories, its generic form
+    with the number fixed above 12 categories, and the generic one) equals the log-space kernel
+    and a NumPy/SciPy reference, through rescaling (per row, and per block of rows when every
+    count is one), underflow to zero, -inf log-probabilities, repeated rows, gold items and the
+    all-log-space fallback."""
+    log_prev, log_conf, rows, gold = _marginal_case(case, k, unit)
+    inputs = _kernel_inputs(rows, gold, k)
+    if unit:
+        assert inputs[-1][:3].all()
     want = _numpy_marginal(log_prev, log_conf, rows, gold)
     log_space = _marginal_log_space_kernel(log_prev, log_conf, *rows, gold)
     for kernel in (_marginal_kernel_for(k), _marginal_kernel_for(None)):
-        got = kernel(log_prev, log_conf, *rows, gold)
+        got = kernel(log_prev, log_conf, *inputs)
         for g, w, ls in zip(got, want, log_space, strict=True):
             np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-9)
             np.testing.assert_allclose(np.asarray(g), np.asarray(ls), rtol=1e-12, atol=1e-9)
     assert np.isfinite(float(want[0]))
     with pytest.raises(ValueError, match="wrong number of categories"):
-        _marginal_kernel_for(k + 1)(log_prev, log_conf, *rows, gold)
+        _marginal_kernel_for(k + 1)(log_prev, log_conf, *inputs)
+
+
+def test_marginal_row_inputs_match_the_hand_computation() -> None:
+    data, _ = random_rows(2, k=4)
+    gold = np.full(data.n_items, -1)
+    rows = _row_inputs(data.compressed)
+    got = marginal_row_inputs(data.compressed, 4, gold)
+    want = _kernel_inputs(rows, gold, 4)
+    assert [a.dtype for a in got] == [a.dtype for a in want]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert 0 < want[-1].sum() < data.n_items  # items with and without repeated rows
 
 
 # --------------------------------------------------------------------------- stick-breaking
@@ -422,6 +466,45 @@ def test_normalise_joint_matches_scipy() -> None:
     ll = normalise_joint(joint, gold)
     np.testing.assert_allclose(ll, expected_ll, rtol=1e-12)
     np.testing.assert_allclose(joint, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_label_posterior_draws_equal_joint_then_normalise(
+    k: int, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fused, threaded kernel the summaries use gives what the two-step path gives, on
+    gold items, repeated rows, an item whose joint is -inf and samples split over threads."""
+    import crowdbayes.models._kernels as kernels
+
+    monkeypatch.setattr(kernels, "_LABEL_THREADS", threads)
+    data, _ = random_rows(3, n_items=25, n_annotators=6, k=k)
+    rng = np.random.default_rng(k)
+    n_samples = 130  # more than 64 per thread with 1 thread, two parts of 65 with 3
+    log_prevalence = np.log(rng.dirichlet(np.ones(k), size=n_samples))
+    log_confusion = np.log(rng.dirichlet(np.ones(k), size=(n_samples, data.n_annotators, k)))
+    first_annotator = data.compressed.annotator_index[data.compressed.item_starts[0]]
+    log_confusion[7, first_annotator] = -np.inf  # item 0 impossible in sample 7
+    gold = np.full(data.n_items, -1)
+    gold[[2, 5]] = [0, k - 1]
+    joint = label_joint_draws(log_prevalence, log_confusion, data.compressed)
+    want_ll = normalise_joint(joint, gold)
+    probs, ll = label_posterior_draws(log_prevalence, log_confusion, data.compressed, gold)
+    assert np.isneginf(ll[7, 0]) and np.allclose(probs[7, 0], 1 / k)
+    np.testing.assert_allclose(probs, joint, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ll, want_ll, rtol=1e-12)
+    assert probs[:, 5, k - 1].tolist() == [1.0] * n_samples
+
+
+def test_label_posterior_draws_refuse_mismatched_categories() -> None:
+    data, _ = random_rows(0, n_items=5, n_annotators=3, k=3)
+    with pytest.raises(ValueError, match="wrong number of categories"):
+        label_posterior_draws(
+            np.log(np.full((2, 3), 1 / 3)),
+            np.log(np.full((2, data.n_annotators, 3, 2), 0.5)),
+            data.compressed,
+            np.full(data.n_items, -1),
+        )
 
 
 def test_normalise_joint_refuses_non_contiguous() -> None:

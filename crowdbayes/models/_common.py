@@ -159,6 +159,11 @@ def add_label_log_likelihood(
         confusion_row_log_probability(log_confusion),
         item_log_probability=confusion_item_sum(log_confusion, data.compressed, data.n_annotators),
         total_log_likelihood=confusion_marginal_log_likelihood(
-            log_prevalence, log_confusion, data.compressed, data.n_annotators, data.gold_index
+            log_prevalence,
+            log_confusion,
+            data.compressed,
+            data.n_annotators,
+            data.gold_index,
+            n_categories=data.n_categories,
         ),
     )

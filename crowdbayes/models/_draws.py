@@ -15,7 +15,7 @@ import xarray as xr
 from pytensor.graph.replace import graph_replace
 
 from crowdbayes.data import CompressedAnnotations
-from crowdbayes.models._kernels import label_joint_draws
+from crowdbayes.models._kernels import label_joint_draws, label_posterior_draws
 
 __all__ = ["ConfusionJointEvaluator", "DrawEvaluator"]
 
@@ -139,10 +139,10 @@ class ConfusionJointEvaluator:
             for name in ("prevalence", "confusion")
         )
 
-    def iterate(
-        self, posterior: xr.Dataset, *, max_elements: int = 20_000_000
-    ) -> Iterator[tuple[slice, list[np.ndarray]]]:
-        """Yield ``(sample slice, [label_joint of those samples])`` in chunks, chain-major."""
+    def _chunks(
+        self, posterior: xr.Dataset, max_elements: int
+    ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        # (sample slice, log prevalence, log confusion) in chunks of samples, chain-major
         prevalence = posterior["prevalence"].transpose("chain", "draw", "category").to_numpy()
         confusion = posterior["confusion"].transpose(
             "chain", "draw", "annotator", "true_category", "category"
@@ -156,7 +156,24 @@ class ConfusionJointEvaluator:
         chunk = max(1, min(n_samples, max_elements // per_sample))
         for start in range(0, n_samples, chunk):
             sl = slice(start, min(start + chunk, n_samples))
-            joint = label_joint_draws(
-                np.log(prevalence[sl]), np.log(confusion_values[sl]), self.rows
-            )
-            yield sl, [joint]
+            yield sl, np.log(prevalence[sl]), np.log(confusion_values[sl])
+
+    def iterate(
+        self, posterior: xr.Dataset, *, max_elements: int = 20_000_000
+    ) -> Iterator[tuple[slice, list[np.ndarray]]]:
+        """Yield ``(sample slice, [label_joint of those samples])`` in chunks, chain-major."""
+        for sl, log_prevalence, log_confusion in self._chunks(posterior, max_elements):
+            yield sl, [label_joint_draws(log_prevalence, log_confusion, self.rows)]
+
+    def iterate_label_posterior(
+        self, posterior: xr.Dataset, gold: np.ndarray, *, max_elements: int = 20_000_000
+    ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """Yield ``(sample slice, label probabilities, item log-likelihoods)`` in chunks.
+
+        What :meth:`iterate` followed by :func:`~crowdbayes.models._kernels.normalise_joint`
+        gives, in one pass per sample over several threads
+        (:func:`~crowdbayes.models._kernels.label_posterior_draws`).
+        """
+        for sl, log_prevalence, log_confusion in self._chunks(posterior, max_elements):
+            probs, item_ll = label_posterior_draws(log_prevalence, log_confusion, self.rows, gold)
+            yield sl, probs, item_ll
