@@ -1,17 +1,19 @@
-"""How many NUTS tuning steps each model needs: 500 against 1000 on every real dataset.
+"""NUTS settings for each model: tuning steps and target acceptance rate, on every real dataset.
 
 Every crowdbayes model starts its chains at the EM mode (jittered), so the sampler does not
 have to find the typical set, only adapt its step size and mass matrix. This benchmark fits
-each model with each number of tuning steps and several seeds, 4 chains x 1000 draws, and
-reports what a fit reports: max R-hat, min bulk and tail ESS, divergences, label-permuted
-chains, the chains' largest disagreement on an item's label probability, and (where gold
-exists) accuracy and log loss of the posterior label probabilities. The defaults
-(``default_tune`` of each estimator) are chosen from this table.
+each model with each setting (tuning steps / target acceptance rate) and several seeds,
+4 chains x 1000 draws, and reports what a fit reports: max R-hat, min bulk and tail ESS,
+divergences, label-permuted chains, the chains' largest disagreement on an item's label
+probability, and (where gold exists) accuracy and log loss of the posterior label
+probabilities, with the leapfrog steps per draw and the sampling time. The defaults
+(``default_tune`` and ``default_target_accept`` of each estimator) are chosen from this table.
 
 Usage::
 
-    python benchmarks/tuning.py                       # every model below, 4 datasets (~15 min)
-    python benchmarks/tuning.py --models dawid-skene --datasets rte --seeds 0
+    python benchmarks/tuning.py                       # every model below, 4 datasets (~25 min)
+    python benchmarks/tuning.py --models dawid-skene --datasets rte --seeds 0 \\
+        --settings 500/0.8 500/0.65
 
 Writes ``benchmarks/TUNING.md``. Datasets are read from ``CROWDBAYES_DATA`` (default
 ``../shared/datasets``).
@@ -39,6 +41,20 @@ DEFAULT_MODELS = (
     "mace",
 )
 DEFAULT_DATASETS = ("rte", "temp", "sp_amt", "anesthesia")
+DEFAULT_SETTINGS = ("1000/0.8", "500/0.8", "500/0.65")
+
+
+def setting(text: str) -> tuple[int, float]:
+    """``"500/0.65"`` -> (500, 0.65)."""
+    try:
+        tune, target = text.split("/")
+        value = (int(tune), float(target))
+    except ValueError:
+        message = f"expected TUNE/TARGET such as 500/0.65, not {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if value[0] < 1 or not 0.0 < value[1] < 1.0:
+        raise argparse.ArgumentTypeError(f"tuning steps >= 1 and target in (0, 1): {text!r}")
+    return value
 
 
 def load(name: str) -> tuple[pd.DataFrame, pd.Series | None]:
@@ -70,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
-    parser.add_argument("--tunes", nargs="+", type=int, default=[1000, 500])
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        type=setting,
+        default=[setting(s) for s in DEFAULT_SETTINGS],
+        metavar="TUNE/TARGET",
+        help="tuning steps / target acceptance rate (default: %(default)s)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
@@ -90,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                 cb.get_model(model_name).fit(
                     annotations, draws=20, tune=20, random_seed=99, progressbar=False
                 )
-            for tune in args.tunes:
+            for tune, target in args.settings:
                 for seed in args.seeds:
-                    print(f"[{dataset}] {model_name} tune {tune} seed {seed}", file=sys.stderr)
+                    print(
+                        f"[{dataset}] {model_name} tune {tune} target {target} seed {seed}",
+                        file=sys.stderr,
+                    )
                     start = time.perf_counter()
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")  # the table reports what they say
@@ -100,24 +126,26 @@ def main(argv: list[str] | None = None) -> int:
                             annotations,
                             draws=args.draws,
                             tune=tune,
+                            target_accept=target,
                             chains=args.chains,
                             random_seed=seed,
                             progressbar=False,
                         )
                     wall = time.perf_counter() - start
                     diag = model.diagnostics_
-                    accuracy, log_loss = gold_scores(
-                        model.result_.label_probabilities(), gold
-                    )
+                    accuracy, log_loss = gold_scores(model.result_.label_probabilities(), gold)
                     attrs = model.result_.datatree.attrs
+                    steps = model.result_.datatree["sample_stats"]["n_steps"].to_numpy()
                     rows.append(
                         [
                             dataset,
                             model_name,
                             str(tune),
+                            str(target),
                             str(seed),
                             f"{wall:.1f}",
                             f"{attrs['sampling_seconds']:.1f}",
+                            f"{steps.mean():.1f}",
                             fmt(diag.max_rhat, 4),
                             fmt(diag.min_ess_bulk, 0),
                             fmt(diag.min_ess_tail, 0),
@@ -133,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         "dataset",
         "model",
         "tune",
+        "target accept",
         "seed",
         "wall (s)",
         "sampling (s)",
+        "leapfrog steps / draw",
         "max R-hat",
         "min bulk ESS",
         "min tail ESS",
@@ -147,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     command = "python benchmarks/tuning.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [
-        "# NUTS tuning steps: 500 against 1000",
+        "# NUTS settings: tuning steps and target acceptance rate",
         "",
         f"Command: `{command.strip()}`  ",
         f"{args.chains} chains x {args.draws} draws, sampler nutpie, chains started at the EM "

@@ -146,7 +146,7 @@ def _build_parser() -> _Parser:
         type=_open_probability,
         default=None,
         metavar="F",
-        help="NUTS target acceptance rate in (0, 1) (default: the sampler's)",
+        help="NUTS target acceptance rate in (0, 1) (default: the model's, 0.65 or 0.8)",
     )
     fit.add_argument("--gold", metavar="GOLD.csv", help="known true labels (columns item,label)")
     fit.add_argument("--item-col", default="item", metavar="C", help="item column (default: item)")
@@ -329,7 +329,7 @@ def _add_compare_parser(sub: Any) -> None:
         type=_open_probability,
         default=None,
         metavar="F",
-        help="NUTS target acceptance rate in (0, 1) (default: the sampler's)",
+        help="NUTS target acceptance rate in (0, 1) (default: the model's, 0.65 or 0.8)",
     )
     cmp.add_argument("--gold", metavar="GOLD.csv", help="known true labels (columns item,label)")
     cmp.add_argument("--item-col", default="item", metavar="C", help="item column (default: item)")
@@ -522,12 +522,19 @@ def _write_fit_outputs(result: Any, out: Path) -> list[str]:
     return [*written, "fit.nc", "summary.txt"]
 
 
+def _at_target_accept(attrs: Any) -> str:
+    # results saved before the target acceptance was recorded have none
+    value = attrs.get("target_accept", "None")
+    return "" if value == "None" else f" at target acceptance {value}"
+
+
 def _describe_fit(attrs: Any) -> str:
     method = str(attrs["method"])
     if method == "nuts":
         return (
             f"by NUTS ({attrs['sampler']}, {attrs['chains']} chains x {attrs['draws']} draws "
-            f"after {attrs['tune']} tuning steps, seed {attrs['random_seed']})"
+            f"after {attrs['tune']} tuning steps{_at_target_accept(attrs)}, "
+            f"seed {attrs['random_seed']})"
         )
     if method == "map":
         return "by its posterior mode (no intervals)"

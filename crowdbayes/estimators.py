@@ -374,9 +374,19 @@ class BayesianCrowdModel(CrowdModel):
     #: scales (Dawid-Skene, class-conditional, one-coin) start their chains at the EM mode and
     #: use 500: on every real dataset 500 and 1000 tuning steps gave the same R-hat, ESS,
     #: divergences, accuracy and log loss (``benchmarks/TUNING.md``). The hierarchical and
-    #: item-effect models keep 1000 (hierarchical Dawid-Skene reached R-hat 1.034 on anesthesia
-    #: with 500, against 1.014-1.017 with 1000).
+    #: item-effect models keep 1000. Hierarchical Dawid-Skene mixes poorly on anesthesia either
+    #: way and the seeds disagree on which is worse: R-hat 1.034-1.035 with 500 and 1.014-1.017
+    #: with 1000 in one run, 1.007-1.025 with 500 and 1.049-1.140 with 1000 in the next.
     default_tune: ClassVar[int] = 1000
+    #: NUTS target acceptance rate when ``fit(target_accept=None)``. Dawid-Skene,
+    #: class-conditional and one-coin use 0.65: their posteriors are near-Gaussian around the
+    #: EM mode, and the larger step halves the leapfrog steps per draw on rte and sp_amt (15 ->
+    #: 7) with the same R-hat (<= 1.009), tail ESS, accuracy and log loss and no divergences on
+    #: every real dataset; Dawid-Skene's bulk ESS falls from 1.5-1.7 to 0.8-1.0 per draw on
+    #: those two, which the halved cost pays for (``benchmarks/TUNING.md``). The hierarchical
+    #: Dawid-Skene and MACE lost ESS at 0.65 (MACE on temp: R-hat 1.014), so they and the
+    #: item-effect models keep 0.8 (nutpie's and Stan's default).
+    default_target_accept: ClassVar[float] = 0.8
 
     def __init__(self, priors: Any = None) -> None:
         self.priors = priors
@@ -474,6 +484,8 @@ class BayesianCrowdModel(CrowdModel):
         random_seed : int, numpy.random.Generator or None
             The integer seed used is recorded in the result.
         target_accept : float, optional
+            NUTS target acceptance rate (default: the model's ``default_target_accept``, 0.65
+            for Dawid-Skene, class-conditional and one-coin, 0.8 for the others).
         progressbar : bool
         cores : int, optional
         vi_iterations : int, optional
@@ -497,6 +509,8 @@ class BayesianCrowdModel(CrowdModel):
         )
         seed = seed_to_int(random_seed)
         tune = self.default_tune if tune is None else tune
+        if target_accept is None:
+            target_accept = self.default_target_accept
         started = time.perf_counter()
         em = self._em(data, priors)
         model = self.build_model_with(data, priors)
@@ -590,6 +604,7 @@ class BayesianCrowdModel(CrowdModel):
             sampler=sampler if method == "nuts" else None,
             draws=int(draws) if method != "map" else None,
             tune=int(tune) if method == "nuts" else None,
+            target_accept=float(target_accept) if method == "nuts" else None,
             chains=int(chains) if method == "nuts" else None,
             random_seed=seed,
             n_annotations=data.n_annotations,
@@ -810,6 +825,7 @@ class DawidSkene(BayesianCrowdModel):
     priors_class = DawidSkenePriors
     relabel_exact = True
     default_tune = 500
+    default_target_accept = 0.65
 
     def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
         """Build the PyMC model (see :func:`~crowdbayes.models.build_dawid_skene`)."""
@@ -837,6 +853,7 @@ class _AccuracyModel(BayesianCrowdModel):
     diagnostic_vars = ("prevalence", "accuracy")
     joint_from_confusion = True
     default_tune = 500
+    default_target_accept = 0.65
 
     def _em(self, data: AnnotationData, priors: Any) -> EMResult:
         return em_confusion(

@@ -235,7 +235,13 @@ class FitResult:
             f"method {attrs['method']}"
             + (
                 f", sampler {attrs['sampler']} ({attrs['chains']} chains x {attrs['draws']} "
-                f"draws after {attrs['tune']} tuning steps, seed {attrs['random_seed']})"
+                f"draws after {attrs['tune']} tuning steps"
+                + (
+                    f" at target acceptance {attrs['target_accept']}"
+                    if attrs.get("target_accept", "None") != "None"
+                    else ""
+                )
+                + f", seed {attrs['random_seed']})"
                 if attrs["method"] == "nuts"
                 else ""
             ),

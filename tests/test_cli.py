@@ -235,7 +235,9 @@ def test_fit_nuts_end_to_end(csv, sim, tmp_path, capsys) -> None:
         assert m in summary
     expected = "no problems found" if not messages else f"{len(messages)} problem(s)"
     assert f"diagnostics: {expected}" in captured.out
-    assert "2 chains x 100 draws after 100 tuning steps, seed 5" in captured.out
+    assert "2 chains x 100 draws after 100 tuning steps at target acceptance 0.65, seed 5" in (
+        captured.out
+    )
 
     # the stored posterior draws intervals in the confusion grid
     from crowdbayes.plots import plot_confusion_grid

@@ -133,21 +133,24 @@ class _StopBeforeSampling(Exception):
 @pytest.mark.parametrize(
     ("cls", "expected"),
     [
-        (cb.DawidSkene, 500),
-        (cb.ClassConditional, 500),
-        (cb.OneCoin, 500),
-        (cb.HierarchicalDawidSkene, 1000),
-        (cb.Mace, 1000),
-        (cb.Glad, 1000),
-        (cb.ItemDifficulty, 1000),
-        (cb.LogisticRandomEffects, 1000),
+        (cb.DawidSkene, (500, 0.65)),
+        (cb.ClassConditional, (500, 0.65)),
+        (cb.OneCoin, (500, 0.65)),
+        (cb.HierarchicalDawidSkene, (1000, 0.8)),
+        (cb.Mace, (1000, 0.8)),
+        (cb.Glad, (1000, 0.8)),
+        (cb.ItemDifficulty, (1000, 0.8)),
+        (cb.LogisticRandomEffects, (1000, 0.8)),
     ],
 )
-def test_default_tuning_steps_by_model(
-    cls: type, expected: int, small_sim: cb.Simulation, monkeypatch: pytest.MonkeyPatch
+def test_default_tuning_steps_and_target_accept_by_model(
+    cls: type,
+    expected: tuple[int, float],
+    small_sim: cb.Simulation,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """500 tuning steps for the models without hierarchical scales (benchmarks/TUNING.md),
-    1000 for the others; an explicit ``tune`` wins."""
+    """500 tuning steps and target acceptance 0.65 for the models without hierarchical scales
+    (benchmarks/TUNING.md), 1000 and 0.8 for the others; explicit values win."""
     seen: dict[str, Any] = {}
 
     def stop(model: Any, **kwargs: Any) -> None:
@@ -157,10 +160,11 @@ def test_default_tuning_steps_by_model(
     monkeypatch.setattr("crowdbayes.estimators.sample_posterior", stop)
     with pytest.raises(_StopBeforeSampling):
         cls().fit(small_sim.annotations, random_seed=0)
-    assert seen["tune"] == expected == cls.default_tune
+    assert (seen["tune"], seen["target_accept"]) == expected
+    assert expected == (cls.default_tune, cls.default_target_accept)
     with pytest.raises(_StopBeforeSampling):
-        cls().fit(small_sim.annotations, random_seed=0, tune=123)
-    assert seen["tune"] == 123
+        cls().fit(small_sim.annotations, random_seed=0, tune=123, target_accept=0.9)
+    assert (seen["tune"], seen["target_accept"]) == (123, 0.9)
 
 
 @pytest.mark.parametrize("cls", BAYESIAN)
