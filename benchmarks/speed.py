@@ -10,7 +10,9 @@ the other, in this one command:
   posteriors) seconds come from the fit's provenance;
 - ``numpyro``: the same models hand-written in NumPyro (``benchmarks/numpyro_models.py``),
   started at the same EM point; setup = JAX's own tracing and XLA
-  compilation time (``jax.monitoring`` events), sampling = the run minus that;
+  compilation time (``jax.monitoring`` events), sampling = the run minus that; NumPyro's
+  default target acceptance rate 0.8 (``numpyro-0.65``: 0.65, crowdbayes' Dawid-Skene default,
+  for a like-for-like comparison);
 - ``crowdkit``: crowd-kit's ``DawidSkene`` EM (a point estimate: wall time only).
 
 Reported per engine: setup s, sampling s, min bulk ESS over prevalence and confusion, ESS/s
@@ -174,7 +176,7 @@ def _numpyro_setup(data: Any, model_name: str) -> tuple[Any, dict[str, Any], dic
     return nm.hierarchical_dawid_skene, kwargs, init
 
 
-def worker_numpyro(args: argparse.Namespace) -> dict[str, Any]:
+def worker_numpyro(args: argparse.Namespace, target_accept: float = 0.8) -> dict[str, Any]:
     # One virtual XLA host device per chain, so chains run in parallel threads (pmap) over the
     # available cores: on 2 cores this is 4x faster than "vectorized", which steps all chains in
     # lockstep (every chain pays the longest trajectory), and it is what a NumPyro user runs.
@@ -192,7 +194,9 @@ def worker_numpyro(args: argparse.Namespace) -> dict[str, Any]:
     chain_method = args.numpyro_chain_method
 
     def run(warmup: int, samples: int) -> tuple[Any, float]:
-        kernel = NUTS(model, init_strategy=init_to_value(values=init))
+        kernel = NUTS(
+            model, init_strategy=init_to_value(values=init), target_accept_prob=target_accept
+        )
         mcmc = MCMC(
             kernel,
             num_warmup=warmup,
@@ -333,6 +337,8 @@ WORKERS = {
     "crowdbayes-vi": lambda args: worker_crowdbayes(args, method="vi"),
     "crowdbayes-map": lambda args: worker_crowdbayes(args, method="map"),
     "numpyro": worker_numpyro,
+    # like for like with crowdbayes' Dawid-Skene default (``default_target_accept``)
+    "numpyro-0.65": lambda args: worker_numpyro(args, target_accept=0.65),
     "crowdkit": worker_crowdkit,
     "gradient": worker_gradient,
 }
@@ -433,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in models:
             results: dict[str, dict] = {}
             for engine in engines:
-                if engine in ("crowdkit", "crowdbayes-map") and model != "dawid-skene":
+                dawid_skene_only = ("crowdkit", "crowdbayes-map", "numpyro-0.65")
+                if engine in dawid_skene_only and model != "dawid-skene":
                     continue
                 res = run_worker(engine, path, args, model)
                 results[engine] = res
@@ -468,11 +475,15 @@ def _short(res: dict) -> dict:
 
 
 def _row(size: int, model: str, engine: str, res: dict, ref: dict, args: argparse.Namespace) -> str:
+    import crowdbayes as cb
+
+    target = cb.get_model(model).default_target_accept
     label = {
-        "crowdbayes": f"crowdbayes NUTS ({args.sampler})",
+        "crowdbayes": f"crowdbayes NUTS ({args.sampler}, target accept {target})",
         "crowdbayes-vi": "crowdbayes ADVI (method='vi')",
         "crowdbayes-map": "crowdbayes MAP (method='map')",
-        "numpyro": "NumPyro NUTS, hand-written",
+        "numpyro": "NumPyro NUTS, hand-written (target accept 0.8)",
+        "numpyro-0.65": "NumPyro NUTS, hand-written (target accept 0.65)",
     }
     name = label.get(engine, "crowd-kit EM (point estimate)")
     if "error" in res:
