@@ -348,12 +348,43 @@ def variable_statistics(
         values = posterior[name].transpose("chain", "draw", ...).to_numpy()
         flat = values.reshape(n_chains, n_draws, -1)
         varying = flat.std(axis=(0, 1)) > 0
-        if varying.any():
-            stats = convergence_statistics(flat[:, :, varying])
+        if not varying.any():
+            stats: tuple[np.ndarray, ...] = (np.empty(0), np.empty(0), np.empty(0))
+        elif _complementary_pairs(values):
+            stats = _pair_statistics(values, varying)
         else:
-            stats = (np.empty(0), np.empty(0), np.empty(0))
+            stats = convergence_statistics(flat[:, :, varying])
         out[name] = (varying.reshape(values.shape[2:]), *stats)
     return out
+
+
+def _complementary_pairs(values: np.ndarray) -> bool:
+    # (chain, draw, ..., 2) whose two entries sum to one in every draw: a two-category simplex
+    return (
+        values.ndim >= 3
+        and values.shape[-1] == 2
+        and bool(np.all(np.abs(values[..., 0] + values[..., 1] - 1.0) <= 1e-12))
+    )
+
+
+def _pair_statistics(values: np.ndarray, varying: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Statistics of a two-category simplex from its first entries, shared by the second.
+
+    The second entry is one minus the first, so its ranks are the first's reversed: the same
+    rank-normalised R-hat and bulk ESS, and the same tail ESS (its 5.5 % and 94.5 % quantile
+    indicators are the first's, swapped and complemented). Half the work on, for example,
+    every confusion matrix of a two-category Dawid-Skene model.
+    """
+    n_chains, n_draws = values.shape[:2]
+    first = values[..., 0].reshape(n_chains, n_draws, -1)
+    first_varying = first.std(axis=(0, 1)) > 0
+    shared = convergence_statistics(first[:, :, first_varying])
+    out = []
+    for statistic in shared:
+        per_first = np.full(first.shape[2], np.nan)
+        per_first[first_varying] = statistic
+        out.append(np.repeat(per_first, 2)[varying])  # (..., 2) flattened: pairs adjacent
+    return tuple(out)
 
 
 def compute_diagnostics(

@@ -137,3 +137,27 @@ def test_precomputed_statistics_give_the_same_diagnostics() -> None:
     got = compute_diagnostics(posterior, None, ["x", "y"], statistics=statistics)
     assert got.to_dict() == want.to_dict()
     assert got.worst_parameter == "x[q, 10]"
+
+
+def test_two_category_simplex_statistics_come_from_one_entry() -> None:
+    """A two-category simplex's second entry is one minus its first: its statistics are the
+    first's, computed once, and equal to computing them directly."""
+    from crowdbayes.diagnostics import variable_statistics
+
+    rng = np.random.default_rng(7)
+    walk = rng.normal(size=(4, 400, 3)).cumsum(axis=1) * 0.05 + rng.normal(size=(4, 400, 3))
+    first = 1.0 / (1.0 + np.exp(-walk))
+    first[2, :, 1] += 0.02  # one chain off for one row: R-hat well above 1
+    first[:, :, 2] = 0.25  # a constant row
+    pairs = np.stack([first, 1.0 - first], axis=-1)  # (chain, draw, row, 2)
+    posterior = xr.Dataset({"p": (("chain", "draw", "row", "category"), pairs)})
+    varying, rhat, bulk, tail = variable_statistics(posterior, ["p"])["p"]
+    assert varying.tolist() == [[True, True], [True, True], [False, False]]
+    want = convergence_statistics(pairs.reshape(4, 400, -1)[:, :, varying.ravel()])
+    for got, expected in zip((rhat, bulk, tail), want, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
+    assert rhat[2] > 1.01 and rhat[2] == rhat[3]
+    # entries that do not sum to one are computed one by one
+    posterior["p"][0, 0, 0, 1] = 0.5
+    _, rhat2, *_ = variable_statistics(posterior, ["p"])["p"]
+    assert rhat2[0] == pytest.approx(rhat[0]) and rhat2[1] != rhat[1]
