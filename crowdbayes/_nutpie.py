@@ -210,7 +210,9 @@ def _lift_constants(function: Any) -> _Lifted | None:
                 constants.setdefault(v)
     values = []
     for constant in constants:
-        value = np.ascontiguousarray(np.asarray(constant.data, dtype=constant.type.dtype))
+        # a copy: the constant may share memory with the caller's data (an AnnotationData's
+        # arrays), which must stay as they were, writeable (numba types read-only arrays apart)
+        value = np.array(constant.data, dtype=constant.type.dtype, order="C", copy=True)
         value.flags.writeable = False
         new = constant.type()
         fgraph.add_input(new)

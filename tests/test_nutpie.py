@@ -99,6 +99,17 @@ def test_callbacks_are_reused_from_the_cache_for_other_data(compiled) -> None:
     assert _call_logp(compiled, x0)[1] == pytest.approx(float(compiled.logp_func(x0)[0]))
 
 
+def test_compiling_leaves_the_data_arrays_writeable() -> None:
+    """The compiled model keeps read-only copies of the data; the data itself is untouched
+    (read-only arrays made every later EM on the same data compile a second numba kernel)."""
+    sim = cb.simulate_dawid_skene(n_items=20, n_annotators=4, n_categories=3, random_seed=8)
+    data = cb.encode_annotations(sim.annotations)
+    rows = data.compressed
+    arrays = [rows.annotator_index, rows.label_index, rows.count, data.gold_index]
+    assert _nutpie.compile_model(cb.DawidSkene().build_model(data)) is not None
+    assert all(a.flags.writeable for a in arrays)
+
+
 def test_graphs_that_cannot_be_lifted_compile_for_their_data(monkeypatch) -> None:
     monkeypatch.setattr(_nutpie, "_lift_constants", lambda function: None)
     model = _dawid_skene_model(seed=12, n_items=30, n_annotators=4)
