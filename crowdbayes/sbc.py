@@ -406,6 +406,7 @@ class _ReusedNutpie:
         chains: int,
         seed: int,
         cores: int | None,
+        target_accept: float = 0.8,
     ) -> xr.DataTree:
         """Sample as ``pm.sample(nuts_sampler="nutpie", initvals=initvals)`` would."""
         import nutpie
@@ -440,6 +441,7 @@ class _ReusedNutpie:
             seed=seed,
             save_warmup=False,
             progress_bar=False,
+            target_accept=target_accept,
         )
 
 
@@ -845,6 +847,7 @@ def simulation_based_calibration(
                     chains=chains,
                     seed=fit_seed,
                     cores=cores,
+                    target_accept=estimator.default_target_accept,  # as fit() samples
                 )
                 posterior, sample_stats, permuted, relabelled = estimator._fix_label_switching(
                     tree["posterior"].to_dataset(), tree["sample_stats"].to_dataset(), data
