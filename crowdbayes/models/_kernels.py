@@ -154,6 +154,40 @@ def label_joint_draws(
     )
 
 
+@numba.njit(nogil=True, inline="always")
+def _normalise_item(
+    joint: np.ndarray, out: np.ndarray, gold: int, k: int
+) -> float:  # pragma: no cover - compiled
+    """One item's log joint (k,) -> label probabilities in ``out`` (may be ``joint`` itself).
+
+    Returns the item's log-likelihood. A gold item becomes a point mass and keeps its gold
+    category's joint; an item impossible under every category (all -inf) gets uniform
+    probabilities and log-likelihood -inf.
+    """
+    if gold >= 0:
+        ll = joint[gold]
+        for t in range(k):
+            out[t] = 0.0
+        out[gold] = 1.0
+        return ll
+    m = joint[0]
+    for t in range(1, k):
+        if joint[t] > m:
+            m = joint[t]
+    if m == -np.inf:
+        for t in range(k):
+            out[t] = 1.0 / k
+        return -np.inf
+    total = 0.0
+    for t in range(k):
+        e = np.exp(joint[t] - m)
+        out[t] = e
+        total += e
+    for t in range(k):
+        out[t] /= total
+    return m + np.log(total)
+
+
 @functools.cache
 def _label_posterior_kernel_for(n_categories: int) -> Any:
     """:func:`label_joint_draws` and :func:`normalise_joint` in one pass, for ``n_categories``.
@@ -185,29 +219,7 @@ def _label_posterior_kernel_for(n_categories: int) -> Any:
                     c = count[r]
                     for t in range(k_fixed):
                         joint[t] += c * log_theta[a, t, h]
-                g = gold[i]
-                if g >= 0:
-                    item_ll[s, i] = joint[g]
-                    for t in range(k_fixed):
-                        probs[s, i, t] = 0.0
-                    probs[s, i, g] = 1.0
-                    continue
-                m = joint[0]
-                for t in range(1, k_fixed):
-                    m = max(m, joint[t])
-                if m == -np.inf:
-                    item_ll[s, i] = -np.inf
-                    for t in range(k_fixed):
-                        probs[s, i, t] = 1.0 / k_fixed
-                    continue
-                total = 0.0
-                for t in range(k_fixed):
-                    joint[t] = np.exp(joint[t] - m)
-                    total += joint[t]
-                item_ll[s, i] = m + np.log(total)
-                scale = 1.0 / total
-                for t in range(k_fixed):
-                    probs[s, i, t] = joint[t] * scale
+                item_ll[s, i] = _normalise_item(joint, probs[s, i], gold[i], k_fixed)
 
     return label_posterior
 
@@ -764,30 +776,7 @@ def _normalise_joint_kernel(joint: np.ndarray, gold: np.ndarray) -> np.ndarray: 
     item_ll = np.empty((n_samples, n_items))
     for s in range(n_samples):
         for i in range(n_items):
-            g = gold[i]
-            if g >= 0:
-                item_ll[s, i] = joint[s, i, g]
-                for t in range(k):
-                    joint[s, i, t] = 0.0
-                joint[s, i, g] = 1.0
-                continue
-            m = joint[s, i, 0]
-            for t in range(1, k):
-                if joint[s, i, t] > m:
-                    m = joint[s, i, t]
-            if m == -np.inf:
-                item_ll[s, i] = -np.inf
-                for t in range(k):
-                    joint[s, i, t] = 1.0 / k
-                continue
-            total = 0.0
-            for t in range(k):
-                e = np.exp(joint[s, i, t] - m)
-                joint[s, i, t] = e
-                total += e
-            item_ll[s, i] = m + np.log(total)
-            for t in range(k):
-                joint[s, i, t] /= total
+            item_ll[s, i] = _normalise_item(joint[s, i], joint[s, i], gold[i], k)
     return item_ll
 
 
