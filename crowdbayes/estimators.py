@@ -384,9 +384,11 @@ class BayesianCrowdModel(CrowdModel):
     #: (<= 1.009), tail ESS, accuracy and log loss and no divergences on every real dataset;
     #: Dawid-Skene's bulk ESS falls from 1.5-1.7 to 0.8-1.0 per draw on those two, which the
     #: halved cost pays for (``benchmarks/TUNING.md``), and its simulation-based calibration
-    #: passes at 0.65 (``benchmarks/SBC.md``). Class-conditional keeps 0.8 (see its class),
-    #: as do the hierarchical Dawid-Skene and MACE, which lost ESS at 0.65 (MACE on temp: R-hat
-    #: 1.014), and the item-effect models (nutpie's and Stan's default).
+    #: passes at 0.65 (``benchmarks/SBC.md``). Class-conditional keeps 0.8: as good at 0.65 on
+    #: real data, but its SBC on a small sparse design (30 items, 5 annotators, 3 labels each)
+    #: gave combined p 0.07 and 0.025 on two seeds at 0.65, against 1 at 0.8 on the same
+    #: simulations. So do the hierarchical Dawid-Skene and MACE, which lost ESS at 0.65 (MACE
+    #: on temp: R-hat 1.014), and the item-effect models (nutpie's and Stan's default).
     default_target_accept: ClassVar[float] = 0.8
 
     def __init__(self, priors: Any = None) -> None:
@@ -854,7 +856,6 @@ class _AccuracyModel(BayesianCrowdModel):
     diagnostic_vars = ("prevalence", "accuracy")
     joint_from_confusion = True
     default_tune = 500
-    default_target_accept = 0.65
 
     def _em(self, data: AnnotationData, priors: Any) -> EMResult:
         return em_confusion(
@@ -892,10 +893,6 @@ class ClassConditional(_AccuracyModel):
     name = "class-conditional"
     priors_class = ClassConditionalPriors
     em_structure = "class_conditional"
-    # 0.65 was as good on real data (benchmarks/TUNING.md), but simulation-based calibration
-    # on a small sparse design (30 items, 5 annotators, 3 labels each) gave combined p 0.07
-    # and 0.025 on two seeds at 0.65, and 1 at 0.8 on the same simulations (benchmarks/SBC.md)
-    default_target_accept = 0.8
 
     def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
         """Build the PyMC model (see :func:`~crowdbayes.models.build_class_conditional`)."""
@@ -920,6 +917,7 @@ class OneCoin(_AccuracyModel):
     name = "one-coin"
     priors_class = OneCoinPriors
     em_structure = "one_coin"
+    default_target_accept = 0.65
 
     def build_model_with(self, data: AnnotationData, priors: Any) -> pm.Model:
         """Build the PyMC model (see :func:`~crowdbayes.models.build_one_coin`)."""
