@@ -522,13 +522,9 @@ def _write_fit_outputs(result: Any, out: Path) -> list[str]:
     return [*written, "fit.nc", "summary.txt"]
 
 
-def _at_target_accept(attrs: Any) -> str:
-    # results saved before the target acceptance was recorded have none
-    value = attrs.get("target_accept", "None")
-    return "" if value == "None" else f" at target acceptance {value}"
-
-
 def _describe_fit(attrs: Any) -> str:
+    from crowdbayes.results import _at_target_accept
+
     method = str(attrs["method"])
     if method == "nuts":
         return (

@@ -50,6 +50,13 @@ STATISTICS = ["mean", "lower", "upper"]
 DIFFICULTY_COLUMNS = ("difficulty", "difficulty_low", "difficulty_high")
 
 
+def _at_target_accept(attrs: Any) -> str:
+    # " at target acceptance 0.65" for the fit descriptions (results saved before it was
+    # recorded have none)
+    value = attrs.get("target_accept", "None")
+    return "" if value == "None" else f" at target acceptance {value}"
+
+
 def provenance_id(attrs: dict[str, Any]) -> str:
     """SHA-256 of the settings that define a fit (version, model, priors, method, sampler...).
 
@@ -235,13 +242,8 @@ class FitResult:
             f"method {attrs['method']}"
             + (
                 f", sampler {attrs['sampler']} ({attrs['chains']} chains x {attrs['draws']} "
-                f"draws after {attrs['tune']} tuning steps"
-                + (
-                    f" at target acceptance {attrs['target_accept']}"
-                    if attrs.get("target_accept", "None") != "None"
-                    else ""
-                )
-                + f", seed {attrs['random_seed']})"
+                f"draws after {attrs['tune']} tuning steps{_at_target_accept(attrs)}, "
+                f"seed {attrs['random_seed']})"
                 if attrs["method"] == "nuts"
                 else ""
             ),
