@@ -406,7 +406,7 @@ class _ReusedNutpie:
         chains: int,
         seed: int,
         cores: int | None,
-        target_accept: float = 0.8,
+        target_accept: float,
     ) -> xr.DataTree:
         """Sample as ``pm.sample(nuts_sampler="nutpie", initvals=initvals)`` would."""
         import nutpie
