@@ -33,7 +33,6 @@ module expects, or the model has shared data (``pm.Data``), :func:`compile_model
 and the caller uses nutpie's own compile.
 """
 
-import hashlib
 import threading
 import warnings
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ from pytensor.graph.basic import Constant
 from pytensor.scalar import ScalarType
 from pytensor.tensor.type import TensorType
 
-from crowdbayes.models._transforms import source_version
+from crowdbayes.models._transforms import generated_function, source_version
 
 __all__ = ["compile_model"]
 
@@ -272,29 +271,22 @@ def _callback(
     4 non-finite log-density, -1 wrong dimension; expand: 0 ok, -2 error, -1 wrong dimension)
     and copy and check the gradient with plain loops.
     """
-    from pytensor.link.numba.cache import compile_numba_function_src
-
     logp = template is _LOGP_TEMPLATE
     name = "_crowdbayes_logp_callback" if logp else "_crowdbayes_expand_callback"
     src = template.format(
         name=name, n_words=n_words, unpack="\n".join(unpack), args="".join(", " + a for a in args)
     )
-    py_func = compile_numba_function_src(
+    py_func = generated_function(
         src,
         name,
-        global_env={
-            "__name__": __name__,  # numba rebuilds a cached environment from it
+        {
+            "__name__": __name__,
             "numba": numba,
             "np": np,
             "_as_pointer": _as_pointer,
             "graph_fn": graph_fn,
         },
-        cache_key=(
-            None
-            if key is None
-            else "crowdbayes_callback_"
-            + hashlib.sha256(f"{key}|{_SOURCE_VERSION}|{src}".encode()).hexdigest()
-        ),
+        salt=None if key is None else f"callback|{key}|{_SOURCE_VERSION}",
     )
     signature = _logp_signature() if logp else _expand_signature()
     with _cheap_final_libraries(), warnings.catch_warnings():

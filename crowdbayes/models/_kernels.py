@@ -41,7 +41,6 @@ in the tests.
 """
 
 import functools
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -57,7 +56,7 @@ from pytensor.link.numba.dispatch.basic import (
 )
 
 from crowdbayes.data import CompressedAnnotations
-from crowdbayes.models._transforms import source_version
+from crowdbayes.models._transforms import generated_function, source_version
 
 __all__ = [
     "ConfusionItemSum",
@@ -622,7 +621,7 @@ def _fixed_marginal_source(k: int) -> str:
         "                    else:",
         *each("j{t} *= np.exp(c * log_confusion[annotator[r], {t}, label[r]])", 24),
         *rescale(20),
-        f"            lowest = min({', '.join(f'j{t}' for t in ts)})" if k > 1 else "",
+        f"            lowest = min({', '.join(f'j{t}' for t in ts)})",
         "            if not lost and lowest >= _TINY:",
         "                total += offset",
         f"                norm = {' + '.join(f'j{t}' for t in ts)}",
@@ -663,7 +662,7 @@ def _fixed_marginal_source(k: int) -> str:
         f"                grad_confusion[a, t, h] = grad_theta[(a * {k} + h) * {k} + t]",
         "    return np.asarray(total), grad_prevalence, grad_confusion",
     ]
-    return "\n".join(line for line in lines if line) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 @functools.cache
@@ -690,23 +689,19 @@ def _marginal_kernel_for(n_categories: int | None) -> Any:
 
         return marginal_any
     k_fixed = int(n_categories)
-    if k_fixed <= _MAX_GENERATED_CATEGORIES:
-        from pytensor.link.numba.cache import compile_numba_function_src
-
-        src = _fixed_marginal_source(k_fixed)
-        digest = hashlib.sha256(f"{_SOURCE_VERSION}|{src}".encode()).hexdigest()
-        py_func = compile_numba_function_src(
-            src,
+    if 2 <= k_fixed <= _MAX_GENERATED_CATEGORIES:  # (max() of the scalars needs two)
+        py_func = generated_function(
+            _fixed_marginal_source(k_fixed),
             f"marginal_k{k_fixed}",
-            global_env={
-                "__name__": __name__,  # numba rebuilds a cached environment from it
+            {
+                "__name__": __name__,
                 "np": np,
                 "_TINY": _TINY,
                 "_gold_item": _gold_item,
                 "_log_space_item": _log_space_item,
                 "_marginal_log_space_kernel": _marginal_log_space_kernel,
             },
-            cache_key=f"crowdbayes_marginal_{digest}",
+            salt=f"marginal|{_SOURCE_VERSION}",
         )
         return numba.njit(cache=True, nogil=True)(py_func)
 

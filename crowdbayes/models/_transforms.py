@@ -107,6 +107,23 @@ def source_version(path: str) -> int:
     return int(hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12], 16)
 
 
+def generated_function(src: str, name: str, global_env: dict[str, Any], salt: str | None) -> Any:
+    """The Python function ``name`` defined by ``src``, for numba; disk-cacheable with ``salt``.
+
+    numba cannot cache a function made by ``exec``. PyTensor's ``compile_numba_function_src``
+    registers one with its cache locator under a key: here a hash of ``salt`` (the caller's
+    source version and whatever else its result depends on) and ``src``. ``global_env`` must
+    hold ``"__name__"``: numba rebuilds a cached function's environment from that module.
+    None: not cacheable (compiled each time).
+    """
+    from pytensor.link.numba.cache import compile_numba_function_src
+
+    key = None
+    if salt is not None:
+        key = "crowdbayes_" + hashlib.sha256(f"{salt}|{src}".encode()).hexdigest()
+    return compile_numba_function_src(src, name, global_env=global_env, cache_key=key)
+
+
 _SOURCE_VERSION = source_version(__file__)
 
 
