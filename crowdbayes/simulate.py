@@ -4,7 +4,8 @@ Every simulator returns a :class:`Simulation`: the long table of labels, the tru
 item, and the parameters that generated them, so recovery can be checked.
 """
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -13,13 +14,21 @@ import pandas as pd
 
 from crowdbayes.data import AnnotationData, encode_annotations
 from crowdbayes.inference import check_random_seed
+from crowdbayes.models._shared import off_diagonal_coords, wrong_label_slots
 
 __all__ = [
     "Simulation",
     "simulate_annotations",
     "simulate_dawid_skene",
+    "simulate_glad",
     "simulate_hierarchical_dawid_skene",
+    "simulate_item_difficulty",
+    "simulate_logistic_random_effects",
+    "simulate_mace",
 ]
+
+#: ``draw_labels(rng, item_index, annotator_index, true_category)``: one label per row.
+LabelDraw = Callable[[np.random.Generator, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +81,151 @@ class Simulation:
         return pd.Series(diag @ self.prevalence, index=pd.Index(self.annotators, name="annotator"))
 
 
+class _Crowd:
+    """The design every simulator shares: random stream, sizes, prevalence and workloads.
+
+    Built once a simulator's own arguments are checked (a missing prevalence is drawn then, a
+    Dirichlet(5) draw); the model draws its parameters from ``rng`` and :meth:`simulate` draws
+    the rest. The order of the draws is part of the contract: a seed always gives the same
+    simulation.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        n_annotators: int,
+        n_categories: int,
+        labels_per_item: int | None,
+        prevalence: np.ndarray | None,
+        workload_skew: float,
+        random_seed: int | np.random.Generator | None,
+    ) -> None:
+        self.rng = check_random_seed(random_seed)
+        self.n_items = n_items
+        self.n_annotators = n_annotators
+        self.n_categories = n_categories
+        # 5 labels per item, or every annotator when there are fewer.
+        self.labels_per_item = min(5, n_annotators) if labels_per_item is None else labels_per_item
+        if prevalence is None:
+            prevalence = self.rng.dirichlet(np.full(n_categories, 5.0))
+        self.prevalence = np.asarray(prevalence, dtype=float)
+        self.workload_skew = workload_skew
+
+    def simulate(
+        self,
+        confusion: np.ndarray,
+        parameters: dict[str, np.ndarray],
+        draw_labels: LabelDraw | None = None,
+    ) -> Simulation:
+        """Draw the true categories, which annotators label which item, then the labels.
+
+        Each item is labelled by ``labels_per_item`` distinct annotators, drawn with log-normal
+        weights (standard deviation ``workload_skew``). The labels are drawn by ``draw_labels``,
+        by default from the rows of ``confusion`` (annotator, true_category, category), which
+        the result records either way.
+        """
+        rng, n_items, n_annotators = self.rng, self.n_items, self.n_annotators
+        labels_per_item = self.labels_per_item
+        if not 1 <= labels_per_item <= n_annotators:
+            raise ValueError(
+                f"labels_per_item must be between 1 and n_annotators ({n_annotators}), "
+                f"got {labels_per_item}"
+            )
+        if n_items < 1:
+            raise ValueError(f"n_items must be positive, got {n_items}")
+        truth = rng.choice(self.n_categories, size=n_items, p=self.prevalence)
+        weights = np.exp(self.workload_skew * rng.standard_normal(n_annotators))
+        weights /= weights.sum()
+        # Distinct annotators per item: Gumbel top-k over log-weights.
+        keys = np.log(weights)[None, :] + rng.gumbel(size=(n_items, n_annotators))
+        chosen = np.argpartition(-keys, labels_per_item - 1, axis=1)[:, :labels_per_item]
+        item_idx = np.repeat(np.arange(n_items), labels_per_item)
+        annotator_idx = chosen.ravel()
+        if draw_labels is None:
+            labels = _categorical(rng, confusion[annotator_idx, truth[item_idx]])
+        else:
+            labels = draw_labels(rng, item_idx, annotator_idx, truth[item_idx])
+
+        width = len(str(n_annotators - 1))
+        annotators = [f"a{j:0{width}d}" for j in range(n_annotators)]
+        annotations = pd.DataFrame(
+            {
+                "item": item_idx,
+                "annotator": np.asarray(annotators, dtype=object)[annotator_idx],
+                "label": labels,
+            }
+        )
+        true_labels = pd.Series(
+            truth, index=pd.Index(np.arange(n_items), name="item"), name="label"
+        )
+        return Simulation(
+            annotations=annotations,
+            true_labels=true_labels,
+            prevalence=self.prevalence,
+            confusion=confusion,
+            categories=list(range(self.n_categories)),
+            annotators=annotators,
+            parameters=parameters,
+        )
+
+
+def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One draw from each row of (row, category) probabilities, by inversion of one uniform."""
+    u = rng.random(len(probs))[:, None]
+    return np.minimum((u > probs.cumsum(axis=1)).sum(axis=1), probs.shape[1] - 1)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _check_categories(n_categories: int) -> None:
+    if n_categories < 2:
+        raise ValueError(f"n_categories must be at least 2, got {n_categories}")
+
+
+def _per_error(value: float | np.ndarray, n_categories: int) -> np.ndarray:
+    """A scalar or K (K - 1) values, one per off-diagonal cell (row-major), as a new array."""
+    n_errors = n_categories * (n_categories - 1)
+    return np.broadcast_to(np.asarray(value, dtype=float), (n_errors,)).copy()
+
+
+def _error_softmax(error_logits: np.ndarray, n_categories: int) -> np.ndarray:
+    """(..., K (K - 1)) off-diagonal logits (diagonal 0) -> (..., K, K) probabilities."""
+    rows, cols = off_diagonal_coords(n_categories)
+    shape = error_logits.shape[:-1]
+    logits = np.zeros((*shape, n_categories, n_categories))
+    logits[..., rows, cols] = error_logits
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def _difficulty_parameters(
+    n_categories: int, error_mean: float | np.ndarray, item_scale: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked per-cell ``error_mean`` and ``item_scale`` of the item-difficulty models."""
+    mean, scale = _per_error(error_mean, n_categories), _per_error(item_scale, n_categories)
+    if np.any(scale < 0) or not np.all(np.isfinite(scale)):
+        raise ValueError("item_scale must be finite and non-negative")
+    _check_categories(n_categories)
+    return mean, scale
+
+
+def _with_difficulty(sim: Simulation, typical: np.ndarray) -> Simulation:
+    """``sim`` with the error rates of a typical annotator, given their label probabilities.
+
+    ``typical`` is (item, true_category, category); adds ``item_error_rate`` (item,
+    true_category) and ``difficulty`` (item: that rate for the item's true category).
+    """
+    k = np.arange(typical.shape[-1])
+    rate = 1.0 - typical[:, k, k]
+    truth = sim.true_labels.to_numpy()
+    difficulty = rate[np.arange(len(truth)), truth]
+    return replace(
+        sim, parameters={**sim.parameters, "item_error_rate": rate, "difficulty": difficulty}
+    )
+
+
 def simulate_annotations(
     prevalence: np.ndarray,
     confusion: np.ndarray,
@@ -114,50 +268,12 @@ def simulate_annotations(
     >>> len(sim.annotations)
     8
     """
-    rng = check_random_seed(random_seed)
-    prevalence = np.asarray(prevalence, dtype=float)
     confusion = np.asarray(confusion, dtype=float)
     n_annotators, n_categories = confusion.shape[0], confusion.shape[1]
-    if not 1 <= labels_per_item <= n_annotators:
-        raise ValueError(
-            f"labels_per_item must be between 1 and n_annotators ({n_annotators}), "
-            f"got {labels_per_item}"
-        )
-    if n_items < 1:
-        raise ValueError(f"n_items must be positive, got {n_items}")
-    truth = rng.choice(n_categories, size=n_items, p=prevalence)
-    weights = np.exp(workload_skew * rng.standard_normal(n_annotators))
-    weights /= weights.sum()
-    # Distinct annotators per item: Gumbel top-k over log-weights.
-    keys = np.log(weights)[None, :] + rng.gumbel(size=(n_items, n_annotators))
-    chosen = np.argpartition(-keys, labels_per_item - 1, axis=1)[:, :labels_per_item]
-    item_idx = np.repeat(np.arange(n_items), labels_per_item)
-    annotator_idx = chosen.ravel()
-    probs = confusion[annotator_idx, truth[item_idx]]
-    cum = probs.cumsum(axis=1)
-    u = rng.random(len(item_idx))[:, None]
-    labels = np.minimum((u > cum).sum(axis=1), n_categories - 1)
-
-    width = len(str(n_annotators - 1))
-    annotators = [f"a{j:0{width}d}" for j in range(n_annotators)]
-    categories = list(range(n_categories))
-    annotations = pd.DataFrame(
-        {
-            "item": item_idx,
-            "annotator": np.asarray(annotators, dtype=object)[annotator_idx],
-            "label": labels,
-        }
+    crowd = _Crowd(
+        n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
     )
-    true_labels = pd.Series(truth, index=pd.Index(np.arange(n_items), name="item"), name="label")
-    return Simulation(
-        annotations=annotations,
-        true_labels=true_labels,
-        prevalence=prevalence,
-        confusion=confusion,
-        categories=categories,
-        annotators=annotators,
-        parameters=dict(parameters or {}),
-    )
+    return crowd.simulate(confusion, dict(parameters or {}))
 
 
 def simulate_dawid_skene(
@@ -208,32 +324,23 @@ def simulate_dawid_skene(
     >>> sim.confusion.shape
     (8, 3, 3)
     """
-    rng = check_random_seed(random_seed)
-    if n_categories < 2:
-        raise ValueError(f"n_categories must be at least 2, got {n_categories}")
-    if prevalence is None:
-        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
+    _check_categories(n_categories)
+    crowd = _Crowd(
+        n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+    )
     a = mean_accuracy * accuracy_concentration
     b = (1.0 - mean_accuracy) * accuracy_concentration
-    accuracy = rng.beta(a, b, size=(n_annotators, n_categories))
-    errors = rng.dirichlet(np.ones(n_categories - 1), size=(n_annotators, n_categories))
+    accuracy = crowd.rng.beta(a, b, size=(n_annotators, n_categories))
+    errors = crowd.rng.dirichlet(np.ones(n_categories - 1), size=(n_annotators, n_categories))
     confusion = np.empty((n_annotators, n_categories, n_categories))
     for k in range(n_categories):
         others = [c for c in range(n_categories) if c != k]
         confusion[:, k, k] = accuracy[:, k]
         confusion[:, k, others] = (1.0 - accuracy[:, k])[:, None] * errors[:, k]
     n_spammers = int(round(spammer_fraction * n_annotators))
-    spammers = rng.choice(n_annotators, size=n_spammers, replace=False)
+    spammers = crowd.rng.choice(n_annotators, size=n_spammers, replace=False)
     confusion[spammers] = 1.0 / n_categories
-    return simulate_annotations(
-        prevalence,
-        confusion,
-        n_items=n_items,
-        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
-        workload_skew=workload_skew,
-        random_seed=rng,
-        parameters={"spammers": np.sort(spammers)},
-    )
+    return crowd.simulate(confusion, {"spammers": np.sort(spammers)})
 
 
 def simulate_hierarchical_dawid_skene(
@@ -256,15 +363,10 @@ def simulate_hierarchical_dawid_skene(
 
     Parameters
     ----------
-    n_items, n_annotators, n_categories : int
-    labels_per_item : int, optional
-        Default: 5, or every annotator when there are fewer.
-    prevalence : numpy.ndarray, optional
-        Default: a Dirichlet(5) draw.
+    n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+        The crowd, as in :func:`simulate_dawid_skene`.
     error_mean, error_scale : float or numpy.ndarray of shape (K (K - 1),)
         Population mean and between-annotator standard deviation of each off-diagonal logit.
-    workload_skew : float
-    random_seed : int, numpy.random.Generator or None
 
     Returns
     -------
@@ -277,113 +379,14 @@ def simulate_hierarchical_dawid_skene(
     >>> sorted(sim.parameters)
     ['annotator_effect', 'error_mean', 'error_scale']
     """
-    from crowdbayes.models.hierarchical_dawid_skene import off_diagonal_coords
-
-    rng = check_random_seed(random_seed)
-    if prevalence is None:
-        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
-    rows, cols = off_diagonal_coords(n_categories)
-    n_errors = len(rows)
-    mean = np.broadcast_to(np.asarray(error_mean, dtype=float), (n_errors,)).copy()
-    scale = np.broadcast_to(np.asarray(error_scale, dtype=float), (n_errors,)).copy()
-    effect = rng.standard_normal((n_annotators, n_errors))
-    logits = np.zeros((n_annotators, n_categories, n_categories))
-    logits[:, rows, cols] = mean + scale * effect
-    confusion = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    confusion /= confusion.sum(axis=-1, keepdims=True)
-    return simulate_annotations(
-        prevalence,
-        confusion,
-        n_items=n_items,
-        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
-        workload_skew=workload_skew,
-        random_seed=rng,
-        parameters={"error_mean": mean, "error_scale": scale, "annotator_effect": effect},
+    crowd = _Crowd(
+        n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
     )
-
-
-# --- simulators of the item-difficulty models ---
-__all__ += ["simulate_item_difficulty", "simulate_logistic_random_effects"]
-
-
-def _error_softmax(error_logits: np.ndarray, n_categories: int) -> np.ndarray:
-    """(..., K (K - 1)) off-diagonal logits (diagonal 0) -> (..., K, K) probabilities."""
-    from crowdbayes.models.hierarchical_dawid_skene import off_diagonal_coords
-
-    rows, cols = off_diagonal_coords(n_categories)
-    shape = error_logits.shape[:-1]
-    logits = np.zeros((*shape, n_categories, n_categories))
-    logits[..., rows, cols] = error_logits
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return probs / probs.sum(axis=-1, keepdims=True)
-
-
-def _difficulty_parameters(
-    n_categories: int, n_errors: int, error_mean: float | np.ndarray, item_scale: float | np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.broadcast_to(np.asarray(error_mean, dtype=float), (n_errors,)).copy()
-    scale = np.broadcast_to(np.asarray(item_scale, dtype=float), (n_errors,)).copy()
-    if np.any(scale < 0) or not np.all(np.isfinite(scale)):
-        raise ValueError("item_scale must be finite and non-negative")
-    if n_categories < 2:
-        raise ValueError(f"n_categories must be at least 2, got {n_categories}")
-    return mean, scale
-
-
-def _simulate_item_dependent(
-    prevalence: np.ndarray,
-    confusion: np.ndarray,
-    row_probability: Any,
-    *,
-    n_items: int,
-    labels_per_item: int,
-    workload_skew: float,
-    rng: np.random.Generator,
-    parameters: dict[str, np.ndarray],
-) -> Simulation:
-    """The design of :func:`simulate_annotations` with a label distribution per (item, annotator).
-
-    ``row_probability(item_index, annotator_index, truth_index)`` gives the (row, category)
-    probabilities of the label; ``confusion`` (average item) is recorded in the result.
-    """
-    n_annotators, n_categories = confusion.shape[0], confusion.shape[1]
-    if not 1 <= labels_per_item <= n_annotators:
-        raise ValueError(
-            f"labels_per_item must be between 1 and n_annotators ({n_annotators}), "
-            f"got {labels_per_item}"
-        )
-    if n_items < 1:
-        raise ValueError(f"n_items must be positive, got {n_items}")
-    truth = rng.choice(n_categories, size=n_items, p=prevalence)
-    weights = np.exp(workload_skew * rng.standard_normal(n_annotators))
-    weights /= weights.sum()
-    keys = np.log(weights)[None, :] + rng.gumbel(size=(n_items, n_annotators))
-    chosen = np.argpartition(-keys, labels_per_item - 1, axis=1)[:, :labels_per_item]
-    item_idx = np.repeat(np.arange(n_items), labels_per_item)
-    annotator_idx = chosen.ravel()
-    probs = row_probability(item_idx, annotator_idx, truth[item_idx])
-    u = rng.random(len(item_idx))[:, None]
-    labels = np.minimum((u > probs.cumsum(axis=1)).sum(axis=1), n_categories - 1)
-    width = len(str(n_annotators - 1))
-    annotators = [f"a{j:0{width}d}" for j in range(n_annotators)]
-    annotations = pd.DataFrame(
-        {
-            "item": item_idx,
-            "annotator": np.asarray(annotators, dtype=object)[annotator_idx],
-            "label": labels,
-        }
-    )
-    true_labels = pd.Series(truth, index=pd.Index(np.arange(n_items), name="item"), name="label")
-    typical = parameters["item_error_rate"]
-    parameters = {**parameters, "difficulty": typical[np.arange(n_items), truth]}
-    return Simulation(
-        annotations=annotations,
-        true_labels=true_labels,
-        prevalence=prevalence,
-        confusion=confusion,
-        categories=list(range(n_categories)),
-        annotators=annotators,
-        parameters=parameters,
+    mean, scale = _per_error(error_mean, n_categories), _per_error(error_scale, n_categories)
+    effect = crowd.rng.standard_normal((n_annotators, len(mean)))
+    return crowd.simulate(
+        _error_softmax(mean + scale * effect, n_categories),
+        {"error_mean": mean, "error_scale": scale, "annotator_effect": effect},
     )
 
 
@@ -409,11 +412,8 @@ def simulate_item_difficulty(
 
     Parameters
     ----------
-    n_items, n_annotators, n_categories : int
-    labels_per_item : int, optional
-        Default: 5, or every annotator when there are fewer.
-    prevalence : numpy.ndarray, optional
-        Default: a Dirichlet(5) draw.
+    n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+        The crowd, as in :func:`simulate_dawid_skene`.
     error_mean : float or numpy.ndarray of shape (K (K - 1),)
         Log-odds of each wrong label on an item of average difficulty (off-diagonal cells
         row-major).
@@ -421,9 +421,6 @@ def simulate_item_difficulty(
         Between-item standard deviation of those log-odds: the strength of item difficulty.
         0 gives the one-confusion-matrix model; 2 or more gives items that most annotators
         get wrong next to items nobody gets wrong.
-    workload_skew : float
-        See :func:`simulate_annotations`.
-    random_seed : int, numpy.random.Generator or None
 
     Returns
     -------
@@ -442,36 +439,21 @@ def simulate_item_difficulty(
     >>> sim.parameters["difficulty"].shape
     (30,)
     """
-    from crowdbayes.models.item_difficulty import wrong_label_slots
-
-    rng = check_random_seed(random_seed)
-    n_errors = n_categories * (n_categories - 1)
-    mean, scale = _difficulty_parameters(n_categories, n_errors, error_mean, item_scale)
-    if prevalence is None:
-        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
-    prevalence = np.asarray(prevalence, dtype=float)
-    effect = rng.standard_normal((n_items, n_categories - 1))
+    mean, scale = _difficulty_parameters(n_categories, error_mean, item_scale)
+    crowd = _Crowd(
+        n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+    )
+    effect = crowd.rng.standard_normal((n_items, n_categories - 1))
     item_probs = _error_softmax(
         mean[None, :] + scale[None, :] * effect[:, wrong_label_slots(n_categories)], n_categories
     )  # (item, true_category, category)
     average = _error_softmax(mean, n_categories)
-    confusion = np.broadcast_to(average, (n_annotators, n_categories, n_categories)).copy()
-    k = np.arange(n_categories)
-    return _simulate_item_dependent(
-        prevalence,
-        confusion,
-        lambda item, annotator, truth: item_probs[item, truth],
-        n_items=n_items,
-        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
-        workload_skew=workload_skew,
-        rng=rng,
-        parameters={
-            "error_mean": mean,
-            "item_scale": scale,
-            "item_effect": effect,
-            "item_error_rate": 1.0 - item_probs[:, k, k],
-        },
+    sim = crowd.simulate(
+        np.broadcast_to(average, (n_annotators, n_categories, n_categories)).copy(),
+        {"error_mean": mean, "item_scale": scale, "item_effect": effect},
+        lambda rng, item, annotator, truth: _categorical(rng, item_probs[item, truth]),
     )
+    return _with_difficulty(sim, item_probs)
 
 
 def simulate_logistic_random_effects(
@@ -497,19 +479,13 @@ def simulate_logistic_random_effects(
 
     Parameters
     ----------
-    n_items, n_annotators, n_categories : int
-    labels_per_item : int, optional
-        Default: 5, or every annotator when there are fewer.
-    prevalence : numpy.ndarray, optional
-        Default: a Dirichlet(5) draw.
+    n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+        The crowd, as in :func:`simulate_dawid_skene`.
     error_mean, error_scale : float or numpy.ndarray of shape (K (K - 1),)
         Population mean and between-annotator standard deviation of each off-diagonal logit.
     item_scale : float or numpy.ndarray of shape (K (K - 1),)
         Between-item standard deviation: the strength of item difficulty (0: hierarchical
         Dawid-Skene; 2 or more: strong).
-    workload_skew : float
-        See :func:`simulate_annotations`.
-    random_seed : int, numpy.random.Generator or None
 
     Returns
     -------
@@ -526,47 +502,34 @@ def simulate_logistic_random_effects(
     >>> sim.confusion.shape, sim.parameters["annotator_effect"].shape
     ((6, 3, 3), (6, 6))
     """
-    from crowdbayes.models.item_difficulty import wrong_label_slots
-
-    rng = check_random_seed(random_seed)
-    n_errors = n_categories * (n_categories - 1)
-    mean, item_sd = _difficulty_parameters(n_categories, n_errors, error_mean, item_scale)
-    annotator_sd = np.broadcast_to(np.asarray(error_scale, dtype=float), (n_errors,)).copy()
-    if prevalence is None:
-        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
-    prevalence = np.asarray(prevalence, dtype=float)
-    annotator_effect = rng.standard_normal((n_annotators, n_errors))
-    item_effect = rng.standard_normal((n_items, n_categories - 1))
+    mean, item_sd = _difficulty_parameters(n_categories, error_mean, item_scale)
+    annotator_sd = _per_error(error_scale, n_categories)
+    crowd = _Crowd(
+        n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+    )
+    annotator_effect = crowd.rng.standard_normal((n_annotators, len(mean)))
+    item_effect = crowd.rng.standard_normal((n_items, n_categories - 1))
     annotator_logits = mean[None, :] + annotator_sd[None, :] * annotator_effect
     item_shift = item_sd[None, :] * item_effect[:, wrong_label_slots(n_categories)]
 
-    def row_probability(item: np.ndarray, annotator: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    def draw_labels(
+        rng: np.random.Generator, item: np.ndarray, annotator: np.ndarray, truth: np.ndarray
+    ) -> np.ndarray:
         probs = _error_softmax(annotator_logits[annotator] + item_shift[item], n_categories)
-        return probs[np.arange(len(item)), truth]
+        return _categorical(rng, probs[np.arange(len(item)), truth])
 
-    typical = _error_softmax(mean[None, :] + item_shift, n_categories)
-    k = np.arange(n_categories)
-    return _simulate_item_dependent(
-        prevalence,
+    sim = crowd.simulate(
         _error_softmax(annotator_logits, n_categories),
-        row_probability,
-        n_items=n_items,
-        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
-        workload_skew=workload_skew,
-        rng=rng,
-        parameters={
+        {
             "error_mean": mean,
             "error_scale": annotator_sd,
             "annotator_effect": annotator_effect,
             "item_scale": item_sd,
             "item_effect": item_effect,
-            "item_error_rate": 1.0 - typical[:, k, k],
         },
+        draw_labels,
     )
-
-
-# --- simulators of the spammer and ability models ---
-__all__ += ["simulate_mace", "simulate_glad"]
+    return _with_difficulty(sim, _error_softmax(mean[None, :] + item_shift, n_categories))
 
 
 def simulate_mace(
@@ -591,18 +554,12 @@ def simulate_mace(
 
     Parameters
     ----------
-    n_items, n_annotators, n_categories : int
-    labels_per_item : int, optional
-        Default: 5, or every annotator when there are fewer.
-    prevalence : numpy.ndarray, optional
-        Default: a Dirichlet(5) draw.
+    n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+        The crowd, as in :func:`simulate_dawid_skene`.
     competence_mean, competence_scale : float
         Population mean and standard deviation of the competence logits.
     spam_concentration : float
         Symmetric Dirichlet concentration of the spam distributions.
-    workload_skew : float
-        See :func:`simulate_annotations`.
-    random_seed : int, numpy.random.Generator or None
 
     Returns
     -------
@@ -621,38 +578,30 @@ def simulate_mace(
     >>> bool(np.allclose(sim.confusion.sum(axis=2), 1.0))
     True
     """
-    rng = check_random_seed(random_seed)
-    if n_categories < 2:
-        raise ValueError(f"n_categories must be at least 2, got {n_categories}")
+    _check_categories(n_categories)
     if competence_scale < 0 or spam_concentration <= 0:
         raise ValueError(
             "competence_scale must be non-negative and spam_concentration positive, got "
             f"{competence_scale} and {spam_concentration}"
         )
-    if prevalence is None:
-        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
-    effect = rng.standard_normal(n_annotators)
-    competence = 1.0 / (1.0 + np.exp(-(competence_mean + competence_scale * effect)))
-    spam = rng.dirichlet(np.full(n_categories, float(spam_concentration)), size=n_annotators)
+    crowd = _Crowd(
+        n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+    )
+    effect = crowd.rng.standard_normal(n_annotators)
+    competence = _sigmoid(competence_mean + competence_scale * effect)
+    spam = crowd.rng.dirichlet(np.full(n_categories, float(spam_concentration)), size=n_annotators)
     eye = np.eye(n_categories)
     confusion = (
         competence[:, None, None] * eye[None] + (1.0 - competence)[:, None, None] * spam[:, None, :]
     )
-    return simulate_annotations(
-        prevalence,
-        confusion,
-        n_items=n_items,
-        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
-        workload_skew=workload_skew,
-        random_seed=rng,
-        parameters={
-            "competence": competence,
-            "spam_distribution": spam,
-            "competence_mean": np.asarray(float(competence_mean)),
-            "competence_scale": np.asarray(float(competence_scale)),
-            "competence_effect": effect,
-        },
-    )
+    parameters = {
+        "competence": competence,
+        "spam_distribution": spam,
+        "competence_mean": np.asarray(float(competence_mean)),
+        "competence_scale": np.asarray(float(competence_scale)),
+        "competence_effect": effect,
+    }
+    return crowd.simulate(confusion, parameters)
 
 
 def simulate_glad(
@@ -678,18 +627,12 @@ def simulate_glad(
 
     Parameters
     ----------
-    n_items, n_annotators, n_categories : int
-    labels_per_item : int, optional
-        Default: 5, or every annotator when there are fewer.
-    prevalence : numpy.ndarray, optional
-        Default: a Dirichlet(5) draw.
+    n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+        The crowd, as in :func:`simulate_dawid_skene`.
     ability_mean, ability_scale : float
         Population mean and standard deviation of the abilities.
     item_scale : float
         Standard deviation of the log inverse difficulties (mean 0).
-    workload_skew : float
-        See :func:`simulate_annotations`.
-    random_seed : int, numpy.random.Generator or None
 
     Returns
     -------
@@ -708,63 +651,42 @@ def simulate_glad(
     >>> bool(np.all((sim.parameters["difficulty"] > 0) & (sim.parameters["difficulty"] < 1)))
     True
     """
-    rng = check_random_seed(random_seed)
-    if n_categories < 2:
-        raise ValueError(f"n_categories must be at least 2, got {n_categories}")
+    _check_categories(n_categories)
     if ability_scale < 0 or item_scale < 0:
         raise ValueError(
             "ability_scale and item_scale must be non-negative, got "
             f"{ability_scale} and {item_scale}"
         )
-    if prevalence is None:
-        prevalence = rng.dirichlet(np.full(n_categories, 5.0))
-
-    def sigmoid(x: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-x))
-
-    ability_effect = rng.standard_normal(n_annotators)
+    crowd = _Crowd(
+        n_items, n_annotators, n_categories, labels_per_item, prevalence, workload_skew, random_seed
+    )
+    ability_effect = crowd.rng.standard_normal(n_annotators)
     ability = ability_mean + ability_scale * ability_effect
-    item_effect = rng.standard_normal(n_items)
+    item_effect = crowd.rng.standard_normal(n_items)
     inverse_difficulty = np.exp(item_scale * item_effect)
     eye = np.eye(n_categories)
-    right = sigmoid(ability)[:, None, None]
+    right = _sigmoid(ability)[:, None, None]
     confusion = right * eye[None] + (1.0 - right) / (n_categories - 1) * (1.0 - eye[None])
-    # Who labels what (and the truth) from the shared design; perfect labels, replaced below.
-    design = simulate_annotations(
-        prevalence,
-        np.broadcast_to(eye, (n_annotators, n_categories, n_categories)),
-        n_items=n_items,
-        labels_per_item=min(5, n_annotators) if labels_per_item is None else labels_per_item,
-        workload_skew=workload_skew,
-        random_seed=rng,
-    )
-    annotations = design.annotations.copy()
-    item_idx = annotations["item"].to_numpy()
-    annotator_idx = np.asarray(
-        pd.Index(design.annotators).get_indexer(annotations["annotator"]), dtype=np.int64
-    )
-    truth = design.true_labels.to_numpy()[item_idx]
-    correct = rng.random(len(item_idx)) < sigmoid(
-        ability[annotator_idx] * inverse_difficulty[item_idx]
-    )
-    # A wrong label: one of the K - 1 other categories, uniformly.
-    wrong = (truth + rng.integers(1, n_categories, size=len(item_idx))) % n_categories
-    annotations["label"] = np.where(correct, truth, wrong)
-    return Simulation(
-        annotations=annotations,
-        true_labels=design.true_labels,
-        prevalence=np.asarray(prevalence, dtype=float),
-        confusion=confusion,
-        categories=design.categories,
-        annotators=design.annotators,
-        parameters={
-            "ability": ability,
-            "inverse_difficulty": inverse_difficulty,
-            "difficulty": sigmoid(-ability_mean * inverse_difficulty),
-            "ability_mean": np.asarray(float(ability_mean)),
-            "ability_scale": np.asarray(float(ability_scale)),
-            "ability_effect": ability_effect,
-            "item_scale": np.asarray(float(item_scale)),
-            "item_effect": item_effect,
-        },
-    )
+
+    def draw_labels(
+        rng: np.random.Generator, item: np.ndarray, annotator: np.ndarray, truth: np.ndarray
+    ) -> np.ndarray:
+        # The first uniform per label is left unused: it is where the confusion-matrix models
+        # draw their labels, and the draws a seed gives must not move.
+        rng.random(len(item))
+        correct = rng.random(len(item)) < _sigmoid(ability[annotator] * inverse_difficulty[item])
+        # A wrong label: one of the K - 1 other categories, uniformly.
+        wrong = (truth + rng.integers(1, n_categories, size=len(item))) % n_categories
+        return np.where(correct, truth, wrong)
+
+    parameters = {
+        "ability": ability,
+        "inverse_difficulty": inverse_difficulty,
+        "difficulty": _sigmoid(-ability_mean * inverse_difficulty),
+        "ability_mean": np.asarray(float(ability_mean)),
+        "ability_scale": np.asarray(float(ability_scale)),
+        "ability_effect": ability_effect,
+        "item_scale": np.asarray(float(item_scale)),
+        "item_effect": item_effect,
+    }
+    return crowd.simulate(confusion, parameters, draw_labels)
