@@ -16,30 +16,28 @@ Examples
 from crowdbayes.compare import compare
 from crowdbayes.data import AnnotationData, encode_annotations, read_annotations, read_gold
 from crowdbayes.diagnostics import Diagnostics, SamplingWarning
-from crowdbayes.estimators import (
+from crowdbayes.estimators import CrowdModel, NotFittedError
+from crowdbayes.fast import rewrites as _rewrites  # noqa: F401 - registers the numba rewrite
+from crowdbayes.models import (
     MODELS,
     ClassConditional,
-    CrowdModel,
-    DawidSkene,
-    Glad,
-    HierarchicalDawidSkene,
-    ItemDifficulty,
-    LogisticRandomEffects,
-    Mace,
-    MajorityVote,
-    NotFittedError,
-    OneCoin,
-    get_model,
-)
-from crowdbayes.models import (
     ClassConditionalPriors,
+    DawidSkene,
     DawidSkenePriors,
+    Glad,
     GladPriors,
+    HierarchicalDawidSkene,
     HierarchicalDawidSkenePriors,
+    ItemDifficulty,
     ItemDifficultyPriors,
+    LogisticRandomEffects,
     LogisticRandomEffectsPriors,
+    Mace,
     MacePriors,
+    MajorityVote,
+    OneCoin,
     OneCoinPriors,
+    get_model,
 )
 from crowdbayes.predictive import posterior_predictive, predictive_check, prior_predictive
 from crowdbayes.results import FitResult

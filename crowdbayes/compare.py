@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from crowdbayes.estimators import MAX_LOG_LIKELIHOOD_ELEMENTS, CrowdModel
+from crowdbayes.estimators import BayesianCrowdModel, CrowdModel
+from crowdbayes.models import MODELS
 from crowdbayes.results import FitResult
+from crowdbayes.summaries import MAX_LOG_LIKELIHOOD_ELEMENTS
 
 __all__ = ["compare", "COMPARE_COLUMNS"]
 
@@ -243,7 +245,7 @@ def _why_no_likelihood(tree: xr.DataTree) -> str:
             return (
                 f"large data: draws x items = {n_samples} x {n_items} = {size:,} is above the "
                 f"storage threshold of {MAX_LOG_LIKELIHOOD_ELEMENTS:,} "
-                "(crowdbayes.estimators.MAX_LOG_LIKELIHOOD_ELEMENTS), so it was not stored; "
+                "(crowdbayes.summaries.MAX_LOG_LIKELIHOOD_ELEMENTS), so it was not stored; "
                 "refit with fewer draws or chains"
             )
     return (
@@ -330,6 +332,4 @@ def _pareto_warning(elpd: Any) -> str:
 
 def _comparable_models() -> list[str]:
     """Command-line names of the models that have a likelihood (every Bayesian model)."""
-    from crowdbayes.estimators import MODELS, BayesianCrowdModel
-
     return [name for name, cls in MODELS.items() if issubclass(cls, BayesianCrowdModel)]

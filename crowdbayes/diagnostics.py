@@ -6,10 +6,10 @@ permuted. Problems are reported as :class:`SamplingWarning` with what to do abou
 
 R-hat and ESS are ArviZ's (rank-normalised split R-hat, the larger of bulk and folded; bulk ESS;
 tail ESS at ArviZ's ``stats.ci_prob`` quantiles; Vehtari et al. 2021), computed here for all
-parameters at once: ``arviz_stats`` loops over parameters in Python, which took 4.7 s of a
-Dawid-Skene fit to the 8,000 labels of rte (658 parameters) against about 1 s vectorised. The
-values equal ArviZ's to rounding (``tests/test_diagnostics.py``); parameters with non-finite
-draws go through ArviZ itself.
+parameters at once: ``arviz_stats`` loops over parameters in Python, which makes the
+diagnostics a large share of a fit with hundreds of parameters (figures in
+``benchmarks/DESIGN_MEASUREMENTS.md``). The values equal ArviZ's to rounding
+(``tests/test_diagnostics.py``); parameters with non-finite draws go through ArviZ itself.
 """
 
 import os
@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import ndtri
 
 __all__ = [
+    "fix_label_switching",
     "SamplingWarning",
     "Diagnostics",
     "compute_diagnostics",
@@ -542,3 +543,72 @@ def chain_permutations(confusion: np.ndarray, weights: np.ndarray | None = None)
         perm[col] = row
         perms.append(perm)
     return np.asarray(perms, dtype=np.int64)
+
+
+def fix_label_switching(
+    posterior: xr.Dataset, sample_stats: xr.Dataset, data: Any, *, exact: bool
+) -> tuple[xr.Dataset, xr.Dataset, list[int], bool | None]:
+    """Find chains in a label-permuted mode; relabel them (``exact`` symmetry) or drop them.
+
+    Each chain's permutation of the true categories comes from :func:`chain_permutations` of
+    its ``confusion`` draws (weighted by each annotator's number of labels). Where relabelling
+    the true categories is an exact symmetry of the likelihood (Dawid-Skene), a permuted
+    chain's ``prevalence`` and ``confusion`` are relabelled; otherwise it is dropped.
+
+    Parameters
+    ----------
+    posterior, sample_stats : xarray.Dataset
+    data : AnnotationData
+    exact : bool
+
+    Returns
+    -------
+    posterior, sample_stats : xarray.Dataset
+    permuted : list of int
+        The chains (their ``chain`` coordinate) found permuted.
+    relabelled : bool or None
+        True when no chain was permuted or all were relabelled; False when permuted chains
+        were dropped; None when every chain was permuted (all kept).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from crowdbayes.data import encode_annotations
+    >>> data = encode_annotations(pd.DataFrame({"item": [1, 2], "annotator": ["a", "b"],
+    ...                                         "label": [0, 1]}))
+    >>> conf = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.8, 0.2], [0.3, 0.7]]])
+    >>> flipped = conf[:, ::-1, :]
+    >>> post = xr.Dataset({
+    ...     "prevalence": (("chain", "draw", "category"), np.full((2, 1, 2), 0.5)),
+    ...     "confusion": (("chain", "draw", "annotator", "true_category", "category"),
+    ...                   np.stack([conf, flipped])[:, None])},
+    ...     coords={"chain": [0, 1]})
+    >>> _, _, permuted, relabelled = fix_label_switching(post, xr.Dataset(), data, exact=True)
+    >>> permuted, relabelled
+    ([1], True)
+    """
+    dims = ("chain", "draw", "annotator", "true_category", "category")
+    confusion = posterior["confusion"].transpose(*dims).to_numpy()
+    n_labels = np.bincount(data.annotator_index, minlength=data.n_annotators)
+    perms = chain_permutations(confusion, weights=n_labels)
+    identity = np.arange(data.n_categories)
+    bad = [c for c in range(perms.shape[0]) if not np.array_equal(perms[c], identity)]
+    chain_values = posterior["chain"].to_numpy()
+    permuted = [int(chain_values[c]) for c in bad]
+    if not bad:
+        return posterior, sample_stats, [], True
+    if exact:
+        prevalence = posterior["prevalence"].transpose("chain", "draw", "category")
+        prev = prevalence.to_numpy().copy()
+        conf = confusion.copy()
+        for c in bad:
+            prev[c] = prev[c][:, perms[c]]
+            conf[c] = conf[c][:, :, perms[c], :]
+        posterior = posterior.copy()
+        posterior["prevalence"] = (prevalence.dims, prev)
+        posterior["confusion"] = (dims, conf)
+        return posterior, sample_stats, permuted, True
+    keep = [c for c in range(perms.shape[0]) if c not in bad]
+    if not keep:
+        return posterior, sample_stats, permuted, None
+    return posterior.isel(chain=keep), sample_stats.isel(chain=keep), permuted, False

@@ -13,10 +13,10 @@ from typing import Literal
 import numpy as np
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._kernels import _marginal_kernel, marginal_row_inputs
-from crowdbayes.models._likelihood import label_log_posterior
+from crowdbayes.fast.draws import label_posterior_draws
+from crowdbayes.fast.kernels import marginal_log_likelihood, marginal_row_inputs
 
-__all__ = ["EMResult", "vote_shares", "em_confusion"]
+__all__ = ["EMResult", "Start", "dirichlet_confusion", "em_confusion", "vote_shares"]
 
 Structure = Literal["full", "class_conditional", "one_coin"]
 _FLOOR = 1e-6
@@ -55,6 +55,26 @@ class EMResult:
     start_prevalence: np.ndarray
     start_confusion: np.ndarray
     start_accuracy: np.ndarray
+
+
+@dataclass
+class Start:
+    """Where a fit starts: the EM estimate, NUTS's starting values and, if known, the mode.
+
+    Attributes
+    ----------
+    em : EMResult
+        The EM run the starting values come from (its iterations are recorded).
+    initial_values : dict
+        Constrained values of the model's free variables; each chain is jittered around them.
+    mode : dict, optional
+        The exact posterior mode (every free and deterministic variable), where EM finds it;
+        otherwise ``method="map"`` optimises.
+    """
+
+    em: EMResult
+    initial_values: dict[str, np.ndarray]
+    mode: dict[str, np.ndarray] | None = None
 
 
 def vote_shares(data: AnnotationData) -> np.ndarray:
@@ -101,6 +121,25 @@ def _accuracy_to_confusion(accuracy: np.ndarray, n_categories: int) -> np.ndarra
     return acc[:, :, None] * eye + ((1.0 - acc) / (n_categories - 1))[:, :, None] * (1.0 - eye)
 
 
+def dirichlet_confusion(
+    pseudo_count: float, prior_accuracy: float, n_categories: int
+) -> np.ndarray:
+    """Dirichlet concentration of a confusion row: ``pseudo_count`` split with mass on the diagonal.
+
+    The diagonal entry is ``pseudo_count * prior_accuracy``; the rest is spread evenly over the
+    other categories (rater's default parametrisation).
+
+    Examples
+    --------
+    >>> dirichlet_confusion(8.0, 0.6, 3).round(2).tolist()
+    [[4.8, 1.6, 1.6], [1.6, 4.8, 1.6], [1.6, 1.6, 4.8]]
+    """
+    off = pseudo_count * (1.0 - prior_accuracy) / (n_categories - 1)
+    out = np.full((n_categories, n_categories), off)
+    np.fill_diagonal(out, pseudo_count * prior_accuracy)
+    return out
+
+
 def em_confusion(
     data: AnnotationData,
     *,
@@ -142,8 +181,6 @@ def em_confusion(
     >>> bool((em.label_posterior.argmax(1) == sim.true_labels.to_numpy()).mean() > 0.9)
     True
     """
-    from crowdbayes.models._priors import dirichlet_confusion
-
     n_j, n_k = data.n_annotators, data.n_categories
     alpha = np.broadcast_to(np.asarray(prevalence_concentration, dtype=float), (n_k,))
     if structure == "full":
@@ -189,7 +226,7 @@ def em_confusion(
         prevalence, confusion, accuracy = m_step(weight_sum, counts, 1.0)
         # E-step: one pass over the rows gives the log-likelihood and the expected counts (the
         # gradients of the marginal log-likelihood with respect to the log parameters).
-        log_lik, weight_sum, counts = _marginal_kernel(
+        log_lik, weight_sum, counts = marginal_log_likelihood(
             np.log(prevalence), np.ascontiguousarray(np.log(confusion)), *row_inputs
         )
         log_prior = float(((alpha - 1.0) * np.log(prevalence)).sum())
@@ -206,8 +243,10 @@ def em_confusion(
         previous = log_post
     # Starting values for NUTS: posterior means given the final expected counts.
     start_prevalence, start_confusion, start_accuracy = m_step(weight_sum, counts, 0.0)
-    log_label_post, _ = label_log_posterior(np.log(prevalence)[None], np.log(confusion)[None], data)
-    posterior = np.exp(log_label_post[0])
+    probabilities, _ = label_posterior_draws(
+        np.log(prevalence)[None], np.log(confusion)[None], data.compressed, data.gold_index
+    )
+    posterior = probabilities[0]
     return EMResult(
         start_prevalence=start_prevalence,
         start_confusion=start_confusion,

@@ -12,6 +12,8 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
@@ -30,6 +32,7 @@ __all__ = [
     "fit_variational",
     "default_vi_iterations",
     "VariationalInfo",
+    "c_backend",
 ]
 
 #: PyMC's logger: the sampler line ("NUTS[nutpie]: ...") reads as when pm.sample prints it.
@@ -37,6 +40,27 @@ _log = logging.getLogger("pymc")
 
 Sampler = Literal["nutpie", "pymc", "numpyro", "blackjax"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
+
+
+@contextmanager
+def c_backend() -> Iterator[None]:
+    """Compile with PyTensor's C backend (its BLAS warning is irrelevant to these graphs).
+
+    For functions compiled once per fit and called on stored draws (summaries, predictive
+    checks, log-likelihoods): the C backend caches its compiled operations across graphs, so a
+    new data set compiles quickly, where the default numba backend compiles every new graph.
+
+    Examples
+    --------
+    >>> with c_backend():
+    ...     pytensor.config.mode
+    'CVM'
+    """
+    with warnings.catch_warnings(), pytensor.config.change_flags(mode="CVM"):
+        warnings.filterwarnings(
+            "ignore", message="PyTensor could not link to a BLAS", category=UserWarning
+        )
+        yield
 
 
 def check_random_seed(random_seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -118,9 +142,9 @@ def _check_sampler(sampler: str) -> None:
         infer_module: Any = sys.modules["numpyro.infer"]
         infer_module.initialization = sys.modules["numpyro.infer.initialization"]
     if sampler in ("numpyro", "blackjax"):
-        from crowdbayes.models._kernels import register_jax
+        from crowdbayes.fast.transforms import register_jax
 
-        register_jax()  # JAX implementations of the fused likelihood Ops
+        register_jax()  # JAX implementations of the stick-breaking transform's Ops
 
 
 def sample_posterior(
@@ -253,11 +277,11 @@ def _sample_nutpie(
     progressbar: bool,
     **kwargs: Any,
 ) -> xr.DataTree | None:
-    """Run nutpie on :func:`crowdbayes._nutpie.compile_model` (None: use ``pm.sample``)."""
+    """Run nutpie on :func:`crowdbayes.fast.nutpie.compile_model` (None: use ``pm.sample``)."""
     import nutpie
     from pymc.backends.arviz import patch_nutpie_idata
 
-    from crowdbayes._nutpie import compile_model
+    from crowdbayes.fast.nutpie import compile_model
 
     compiled = compile_model(model, initvals)
     if compiled is None:
@@ -284,8 +308,9 @@ def find_map(
 ) -> xr.Dataset:
     """Posterior mode of ``model`` (prior densities without Jacobian) by PyMC's L-BFGS.
 
-    The log density is compiled with PyTensor's C backend, which compiles in about a second
-    and is cached across processes (the default Numba backend takes tens of seconds here).
+    The log density is compiled with PyTensor's C backend, which compiles quickly and caches
+    its compiled operations across processes; the default Numba backend would compile the
+    graph, whose constants are the data, afresh for every data set.
 
     Parameters
     ----------
@@ -399,8 +424,8 @@ def fit_variational(
     the mean loss (negative ELBO) over the last 10 % of the steps differs from that over the
     10 % before by less than 1e-4 of its size plus 1. Mean-field ADVI ignores posterior
     correlations, so its intervals are approximate; its means, and the label probabilities
-    built on them, are usually close to NUTS's (measured on 25,000 simulated Dawid-Skene
-    labels: the same accuracy to 0.1 point, label probabilities within 0.001 on average).
+    built on them, are usually close to NUTS's (comparisons in
+    ``benchmarks/DESIGN_MEASUREMENTS.md`` and ``benchmarks/SPEED.md``).
 
     Parameters
     ----------
@@ -443,10 +468,9 @@ def fit_variational(
     seed = seed_to_int(random_seed)
     started = time.perf_counter()
     # Adam's last iterate jitters around the optimum by about the step size; the last 20 % of
-    # the steps run at a tenth of it (measured on a normal with sd 0.5: mean off by 0.03-0.1
-    # with one step size, 0.01-0.02 with the two).
+    # the steps run at a tenth of it, which brings the final means closer to the optimum.
     # The step size is a shared variable lowered by a callback, so the step function is
-    # compiled once (two `fit` calls with two optimisers compiled it twice: about 20 s each).
+    # compiled once (two `fit` calls with two optimisers would compile it twice).
     fast = int(iterations) - int(iterations) // 5
     rate = pytensor.shared(np.float64(learning_rate), name="advi_learning_rate")
 

@@ -2,9 +2,8 @@
 
 ``nutpie.compile_pymc_model`` turns PyTensor's numba function for the log-density and its
 gradient into C callbacks, compiled afresh for every fit: the data are constants of the graph,
-so neither PyTensor's disk cache nor numba's can reuse the result for other data. On a
-real-data Dawid-Skene fit that compile was most of the setup (about 4 s on ``rte``, against a
-0.3 s EM point estimate). Here:
+so neither PyTensor's disk cache nor numba's can reuse the result for other data. On real
+data that compile was most of a fit's setup, far longer than the EM point estimate. Here:
 
 - **The constants are inputs** (:func:`_lift_constants`): the rewritten graph is cloned with
   each constant (label rows, prior concentrations, shapes) replaced by an input, in order of
@@ -13,7 +12,7 @@ real-data Dawid-Skene fit that compile was most of the setup (about 4 s on ``rte
 - **The callbacks are disk-cached** (:func:`_cached_callbacks`): they are generated from source
   under a key derived from the graph's, and read the constants' addresses and shapes from
   nutpie's ``user_data`` pointer (an int64 array kept alive by the compiled model). A second
-  fit of the same model, on any data, loads them in about 0.9 s instead of compiling.
+  fit of the same model, on any data, loads them from disk instead of compiling.
 - **Lean callback bodies**: the gradient is copied and checked with plain loops (nutpie's
   ``out[...] = grad`` and ``np.all(np.isfinite(out))`` pull numba's string-formatting error
   paths into every compile).
@@ -23,9 +22,9 @@ real-data Dawid-Skene fit that compile was most of the setup (about 4 s on ``rte
   callbacks run numba's O1 pipeline instead: it still removes the dispatcher addresses a call
   leaves in the IR (at O0 they stay, as "dynamic globals", and numba refuses to cache).
 
-Measured on ``rte`` (2 cores): setup of a Dawid-Skene fit 3-5 s before, 0.9-1.1 s with a warm
-cache on any dataset with 2 categories; the first compile of a model structure ever
-(empty ``~/.pytensor``) 12-16 s; one log-density-and-gradient evaluation 82 -> 71 us.
+The first compile of a model structure (the model and its number of categories) is still
+slow; later fits of the same structure, on any data, load the cached callbacks, so their setup
+is short. The measured setup times are in ``benchmarks/DESIGN_MEASUREMENTS.md``.
 
 If the graph cannot be lifted (an in-place Op on a constant) or the cached compile fails, the
 callbacks are compiled for this data as before. When nutpie's internals differ from what this
@@ -35,6 +34,7 @@ and the caller uses nutpie's own compile.
 
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,14 +43,15 @@ from typing import Any
 import numba
 import numpy as np
 import pymc as pm
+import pytensor.tensor as pt
 from numba.extending import intrinsic
 from pytensor.graph.basic import Constant
 from pytensor.scalar import ScalarType
 from pytensor.tensor.type import TensorType
 
-from crowdbayes.models._transforms import generated_function, source_version
+from crowdbayes.fast.codegen import generated_function, source_version
 
-__all__ = ["compile_model"]
+__all__ = ["compile_model", "reused_callbacks"]
 
 #: Libraries whose module passes run at O1: PyTensor's graph function and our two callbacks.
 _FINAL_LIBRARIES = (
@@ -60,6 +61,13 @@ _FINAL_LIBRARIES = (
 )
 _PATCH_LOCK = threading.Lock()
 _SOURCE_VERSION = source_version(__file__)  # salt of the callbacks' cache keys
+#: Callbacks already compiled (or loaded) in this process, by the structure of their lifted
+#: graphs: frozen graphs are equal when they apply the same operations to inputs of the same
+#: types, whatever the constants' values. A repeated fit of one model structure (simulation-based
+#: calibration) takes them without calling numba. The oldest is dropped beyond eight.
+_CALLBACKS: dict[tuple[Any, Any], tuple[Any, Any]] = {}
+_MAX_CALLBACKS = 8
+_MEMO_HITS = Counter[str]()
 
 
 @contextmanager
@@ -123,8 +131,8 @@ def _graph_kernel(jit_fn: Any) -> Any:
 
     PyTensor wraps a cacheable graph function ``f`` as ``wrapper(*args): return f(*args)``.
     Calling the wrapper from a callback compiles it for a star-args signature its disk cache
-    never holds, so the graph was machine-code-generated three times (graph, wrapper, callback:
-    1.8 + 1.8 + 2.0 s on rte); calling ``f`` directly saves the wrapper's.
+    never holds, so the graph was machine-code-generated three times (graph, wrapper,
+    callback); calling ``f`` directly saves the wrapper's.
     """
     inner = getattr(jit_fn, "py_func", None)
     inner = getattr(inner, "__globals__", {}).get("jitable_func")
@@ -188,6 +196,13 @@ def _lift_constants(function: Any) -> _Lifted | None:
     are reused from the disk cache for any data of the same model and number of categories.
     """
     fgraph = function.maker.fgraph.clone()
+    for i in reversed(range(1, len(fgraph.inputs))):
+        # a shared variable (a PyMC dim length): at its value, a constant of this compile
+        shared = fgraph.inputs[i]
+        if fgraph.clients[shared]:
+            fixed = pt.constant(shared.get_value(), dtype=shared.type.dtype)
+            fgraph.replace(shared, fixed, import_missing=True)
+        fgraph.remove_input(i)
     destroyed = {
         node.inputs[i]
         for node in fgraph.apply_nodes
@@ -228,7 +243,7 @@ def {name}(dim, x_, out_, logp_, user_data_):
 {unpack}
     try:
         x = numba.carray(x_, (dim,))
-        logp_value, grad = graph_fn(x{args})
+        logp_value, grad = graph_fn({args})
         logp_[0] = logp_value
         finite = True
         for i in range(dim):
@@ -253,7 +268,7 @@ def {name}(dim, expanded, x_, out_, user_data_):
 {unpack}
     try:
         x = numba.carray(x_, (dim,))
-        (values,) = graph_fn(x{args})
+        (values,) = graph_fn({args})
         for i in range(expanded):
             out_[i] = values[i]
     except Exception:  # noqa: BLE001
@@ -273,8 +288,14 @@ def _callback(
     """
     logp = template is _LOGP_TEMPLATE
     name = "_crowdbayes_logp_callback" if logp else "_crowdbayes_expand_callback"
+    call = ["x", *args]
+    if len(call) > 30:
+        # Python compiles a call of more than 30 arguments to an op-code numba refuses
+        # (list_to_tuple): pass one tuple, concatenated from short ones, instead
+        chunks = ["(" + ", ".join(call[i : i + 16]) + ",)" for i in range(0, len(call), 16)]
+        call = ["*(" + " + ".join(chunks) + ")"]
     src = template.format(
-        name=name, n_words=n_words, unpack="\n".join(unpack), args="".join(", " + a for a in args)
+        name=name, n_words=n_words, unpack="\n".join(unpack), args=", ".join(call)
     )
     py_func = generated_function(
         src,
@@ -301,12 +322,20 @@ def _callback(
 def _cached_callbacks(
     n_dim: int, n_expanded: int, logp: _Lifted, expand: _Lifted
 ) -> tuple[Any, Any, np.ndarray]:
-    """Disk-cached C callbacks reading the constants through ``user_data``, and that array."""
+    """C callbacks reading the constants through ``user_data``, and that array.
+
+    Taken from :data:`_CALLBACKS` when this process has compiled the same structure, else
+    compiled (or loaded from numba's disk cache) and kept there.
+    """
     from pytensor.link.numba.dispatch.basic import numba_funcify_ensure_cache
 
     header = [n_dim, n_expanded]
     logp_words = logp.words()
     words = np.array([*header, *logp_words, *expand.words()], dtype=np.int64)
+    key = (logp.fgraph.freeze(), expand.fgraph.freeze())
+    if key in _CALLBACKS:
+        _MEMO_HITS["callbacks"] += 1
+        return (*_CALLBACKS[key], words)
     callbacks = []
     for lifted, template, first in (
         (logp, _LOGP_TEMPLATE, len(header)),
@@ -317,7 +346,29 @@ def _cached_callbacks(
             raise TypeError("the graph has an Op without a numba cache key")
         lines, names = lifted.unpack_source(first)
         callbacks.append(_callback(template, graph_fn, len(words), lines, names, graph_key))
+    if len(_CALLBACKS) >= _MAX_CALLBACKS:
+        del _CALLBACKS[next(iter(_CALLBACKS))]  # the oldest
+    _CALLBACKS[key] = (callbacks[0], callbacks[1])
     return callbacks[0], callbacks[1], words
+
+
+def reused_callbacks() -> int:
+    """How many compiles in this process took the callbacks of an earlier one of the same structure.
+
+    Examples
+    --------
+    >>> import pymc as pm
+    >>> def model(y):
+    ...     with pm.Model() as m:
+    ...         _ = pm.Normal("y", mu=pm.Normal("mu"), observed=y)
+    ...     return m
+    >>> _ = compile_model(model(np.array([0.5, -0.2])))
+    >>> before = reused_callbacks()
+    >>> _ = compile_model(model(np.array([1.5, 0.3])))  # other data, same structure
+    >>> reused_callbacks() - before
+    1
+    """
+    return _MEMO_HITS["callbacks"]
 
 
 def _callbacks_for_this_data(
@@ -388,8 +439,9 @@ def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None
             join_expanded=True,
             pymc_initial_point_fn=initial_point_fn,
         )
-        if logp_fn_pt.get_shared() or expand_fn_pt.get_shared():
-            return None
+        functions_shared = {*logp_fn_pt.get_shared(), *expand_fn_pt.get_shared()}
+        if functions_shared - set(model.dim_lengths.values()):
+            return None  # shared data (pm.Data)
         shared_data: dict[str, np.ndarray] = {}
         lifted_logp, lifted_expand = _lift_constants(logp_fn_pt), _lift_constants(expand_fn_pt)
         logp = expand = None
@@ -412,6 +464,8 @@ def compile_model(model: pm.Model, initvals: dict[str, np.ndarray] | None = None
                     for i, v in enumerate([*lifted_logp.values, *lifted_expand.values])
                 }
         if logp is None:
+            if functions_shared:
+                return None  # these callbacks pass the graph the point only
             logp, expand, user_data = _callbacks_for_this_data(
                 n_dim, n_expanded, logp_fn_pt.vm.jit_fn, expand_fn_pt.vm.jit_fn
             )

@@ -20,8 +20,6 @@ a numba kernel, a JAX implementation and an exact gradient (the reversed exclusi
 sum).
 """
 
-import hashlib
-from pathlib import Path
 from typing import Any, cast
 
 import numba
@@ -32,6 +30,8 @@ from pytensor.gradient import DisconnectedType, grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
+
+from crowdbayes.fast.codegen import source_version
 
 __all__ = [
     "ExclusiveCumsum",
@@ -96,32 +96,6 @@ class ExclusiveCumsum(Op):
 
     def pullback(self, inputs: Any, outputs: Any, cotangents: Any) -> list[Any]:
         return [ExclusiveCumsum(reverse=not self.reverse)(cotangents[0])]
-
-
-def source_version(path: str) -> int:
-    """Salt for the numba cache key of an Op defined in the file ``path``: a hash of its bytes.
-
-    PyTensor caches a compiled Op under its key alone (not the code), so any edit of the file
-    must change the key, or a stale kernel would be reused from ``~/.pytensor``.
-    """
-    return int(hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12], 16)
-
-
-def generated_function(src: str, name: str, global_env: dict[str, Any], salt: str | None) -> Any:
-    """The Python function ``name`` defined by ``src``, for numba; disk-cacheable with ``salt``.
-
-    numba cannot cache a function made by ``exec``. PyTensor's ``compile_numba_function_src``
-    registers one with its cache locator under a key: here a hash of ``salt`` (the caller's
-    source version and whatever else its result depends on) and ``src``. ``global_env`` must
-    hold ``"__name__"``: numba rebuilds a cached function's environment from that module.
-    None: not cacheable (compiled each time).
-    """
-    from pytensor.link.numba.cache import compile_numba_function_src
-
-    key = None
-    if salt is not None:
-        key = "crowdbayes_" + hashlib.sha256(f"{salt}|{src}".encode()).hexdigest()
-    return compile_numba_function_src(src, name, global_env=global_env, cache_key=key)
 
 
 _SOURCE_VERSION = source_version(__file__)
@@ -371,7 +345,8 @@ class StickBreaking(Transform):
     ...     p = pm.Dirichlet("p", a=np.ones(3), default_transform=StickBreaking())
     """
 
-    name = "stick_breaking"
+    # no underscore: PyMC recovers the untransformed name by splitting the value name on "_"
+    name = "stickbreaking"
     ndim_supp = 1
 
     def forward(self, value: Any, *inputs: Any) -> pt.TensorVariable:

@@ -6,17 +6,26 @@ diagonal and :math:`(1 - a_{jk}) / (K - 1)` on every other category (rater's
 """
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._common import add_label_likelihood, model_coords
-from crowdbayes.models._priors import AccuracyPriors, positive_array
-from crowdbayes.models._transforms import stick_breaking
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.models._shared import (
+    Replicate,
+    accuracy_start,
+    accuracy_to_confusion,
+    confusion_rows,
+    model_coords,
+    observe_labels,
+    prevalence_prior,
+)
+from crowdbayes.priors import AccuracyPriors
 
-__all__ = ["ClassConditionalPriors", "build_class_conditional", "accuracy_to_confusion"]
+__all__ = ["ClassConditional", "ClassConditionalPriors", "build_class_conditional"]
 
 
 @dataclass(frozen=True)
@@ -30,33 +39,11 @@ class ClassConditionalPriors(AccuracyPriors):
     """
 
 
-def accuracy_to_confusion(accuracy: pt.TensorVariable, n_categories: int) -> pt.TensorVariable:
-    """Confusion matrices from accuracies, errors spread evenly over the other categories.
-
-    Parameters
-    ----------
-    accuracy : TensorVariable, shape (annotator, true_category) or (annotator,)
-    n_categories : int
-
-    Returns
-    -------
-    TensorVariable, shape (annotator, true_category, category)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> accuracy_to_confusion(pt.as_tensor(np.array([0.9])), 2).eval().round(2).tolist()
-    [[[0.9, 0.1], [0.1, 0.9]]]
-    """
-    if accuracy.ndim == 1:
-        accuracy = pt.repeat(accuracy[:, None], n_categories, axis=1)
-    eye = pt.eye(n_categories)
-    acc = accuracy[:, :, None]
-    return acc * eye + (1.0 - acc) / (n_categories - 1) * (1.0 - eye)
-
-
 def build_class_conditional(
-    data: AnnotationData, priors: ClassConditionalPriors | None = None
+    data: AnnotationData,
+    priors: ClassConditionalPriors | None = None,
+    *,
+    replicate: Replicate = "same-items",
 ) -> pm.Model:
     """Build the class-conditional Dawid-Skene model with the true category marginalised.
 
@@ -87,12 +74,7 @@ def build_class_conditional(
     priors = ClassConditionalPriors() if priors is None else priors
     n_categories = data.n_categories
     with pm.Model(coords=model_coords(data)) as model:
-        prevalence = pm.Dirichlet(
-            "prevalence",
-            a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
-            dims="category",
-            default_transform=stick_breaking,
-        )
+        prevalence = prevalence_prior(data, priors.prevalence)
         accuracy = pm.Beta(
             "accuracy",
             alpha=np.float64(priors.accuracy_alpha),
@@ -104,5 +86,28 @@ def build_class_conditional(
             accuracy_to_confusion(accuracy, n_categories),
             dims=("annotator", "true_category", "category"),
         )
-        add_label_likelihood(data, prevalence, confusion)
+        observe_labels(
+            data, pt.log(prevalence), confusion_rows, pt.log(confusion), replicate=replicate
+        )
     return model
+
+
+class ClassConditional(BayesianCrowdModel):
+    """Class-conditional Dawid-Skene: one accuracy per annotator and true category.
+
+    Priors: :class:`ClassConditionalPriors` or a dict of its fields.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> sim = simulate_dawid_skene(n_items=200, n_annotators=10, random_seed=0)
+    >>> cc = ClassConditional().fit(sim.annotations, method="map", random_seed=0)
+    >>> cc.datatree_.posterior["accuracy"].dims
+    ('chain', 'draw', 'annotator', 'true_category')
+    """
+
+    name, priors_class = "class-conditional", ClassConditionalPriors
+    builder = staticmethod(build_class_conditional)
+    start = staticmethod(partial(accuracy_start, structure="class_conditional"))
+    diagnostic_vars = ("prevalence", "accuracy")
+    default_tune = 500

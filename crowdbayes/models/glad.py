@@ -21,37 +21,43 @@ on the mean ability, centred above 0, selects the better-than-chance mode.
 
 Parametrisation: the item effects are non-centred. With a handful of labels per item the data
 say little about any one item, and the centred form (:math:`\\log \\beta_i \\sim
-\\operatorname{Normal}(0, \\tau)`) has the funnel between :math:`\\tau` and the item effects.
-Measured with nutpie, 4 chains of 1000 draws after 1000 tuning steps, on 2000 simulated binary
-labels (20 annotators): with 400 items x 5 labels the smallest bulk ESS of the global
-parameters was 382 non-centred against 16 centred (R-hat 1.015 against 1.19, at
-:math:`\\tau`); with 200 items x 10 labels, 664 against 140.
+\\operatorname{Normal}(0, \\tau)`) has the funnel between :math:`\\tau` and the item effects,
+which NUTS samples badly: on simulated data its effective sample size of the global parameters
+is far below the non-centred form's, most of all with five labels per item (figures in
+``benchmarks/DESIGN_MEASUREMENTS.md``).
 
-Known limitation: on data with many unanimous items and near-perfect annotators (the ``temp``
-dataset: 462 items, 10 labels each) the posterior of the mean and spread of abilities and of
-:math:`\\tau` runs far past its prior (means about 4.6, 3 and 2), and NUTS mixes badly
-(R-hat 1.2, bulk ESS near 15, over 100 divergences with the default settings). The fit reports
-it; its labels are still good, but its intervals are not to be trusted there.
+Known limitation: on data with many unanimous items and near-perfect annotators (such as the
+``temp`` dataset) the posterior of the mean and spread of abilities and of :math:`\\tau` runs
+far past its prior, and NUTS mixes badly (high R-hat, low ESS and many divergences with the
+default settings). The fit reports it; its labels are still good, but its intervals are not to
+be trusted there.
 """
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._common import (
-    LABEL_JOINT,
-    RowLogProbability,
-    add_label_model,
+from crowdbayes.em import Start, em_confusion
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.models._shared import (
+    ITEM_ERROR_RATE,
+    Replicate,
+    integrated_item_joint,
+    item_quadrature,
     model_coords,
+    non_centred_start,
+    observe_integrated_labels,
+    observe_labels,
+    prevalence_prior,
 )
-from crowdbayes.models._likelihood import marginal_from_joint
-from crowdbayes.models._priors import PriorsBase, check_positive, positive_array
-from crowdbayes.models._transforms import stick_breaking
+from crowdbayes.priors import PriorsBase
 
-__all__ = ["GladPriors", "build_glad", "build_glad_integrated", "glad_row_log_probability"]
+__all__ = ["Glad", "GladPriors", "build_glad", "build_glad_integrated", "glad_rows", "start_glad"]
 
 
 @dataclass(frozen=True)
@@ -85,21 +91,13 @@ class GladPriors(PriorsBase):
     ValueError: prior 'item_scale' must be finite and positive, got -1.0
     """
 
+    location_fields: ClassVar[tuple[str, ...]] = ("ability_location",)
+
     prevalence: float = 3.0
     ability_location: float = 1.0
     mean_scale: float = 1.0
     annotator_scale: float = 1.0
     item_scale: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_positive(self.prevalence, "prevalence")
-        if not np.isfinite(float(self.ability_location)):
-            raise ValueError(
-                f"prior 'ability_location' must be finite, got {self.ability_location}"
-            )
-        check_positive(self.mean_scale, "mean_scale")
-        check_positive(self.annotator_scale, "annotator_scale")
-        check_positive(self.item_scale, "item_scale")
 
 
 def _coin_log_probabilities(
@@ -111,59 +109,44 @@ def _coin_log_probabilities(
     return log_right, log_wrong
 
 
-def glad_row_log_probability(
-    ability: pt.TensorVariable, inverse_difficulty: pt.TensorVariable, n_categories: int
-) -> RowLogProbability:
-    """The row distribution of GLAD, gathered per label row.
+def glad_rows(
+    item_index: Any,
+    annotator_index: Any,
+    label_index: Any,
+    ability: pt.TensorVariable,
+    inverse_difficulty: pt.TensorVariable,
+    *,
+    n_categories: int,
+) -> pt.TensorVariable:
+    """The row distribution of GLAD (a :data:`~crowdbayes.models._shared.RowLogProbability`).
 
     For a row of annotator :math:`j` on item :math:`i`, with :math:`\\eta = \\alpha_j \\beta_i`:
     :math:`\\log p(y = h \\mid z = k)` is :math:`\\log \\operatorname{logit}^{-1}(\\eta)` when
     :math:`h = k` and :math:`\\log(1 - \\operatorname{logit}^{-1}(\\eta)) - \\log(K - 1)`
     otherwise.
 
-    Parameters
-    ----------
-    ability : TensorVariable, shape (annotator,)
-    inverse_difficulty : TensorVariable, shape (item,)
-    n_categories : int
-
-    Returns
-    -------
-    RowLogProbability
-
     Examples
     --------
-    >>> import numpy as np
-    >>> f = glad_row_log_probability(pt.as_tensor([2.0]), pt.as_tensor([0.5, 1.0]), 3)
-    >>> np.exp(f(np.array([0, 1]), np.array([0, 0]), np.array([2, 2])).eval()).round(3)
+    >>> lp = glad_rows([0, 1], [0, 0], [2, 2], pt.as_tensor([2.0]), pt.as_tensor([0.5, 1.0]),
+    ...                n_categories=3)
+    >>> np.exp(lp.eval()).round(3)
     array([[0.134, 0.134, 0.731],
            [0.06 , 0.06 , 0.881]])
     """
     eye = np.eye(n_categories, dtype=bool)
-
-    def row_log_probability(
-        item_index: np.ndarray, annotator_index: np.ndarray, label_index: np.ndarray | None
-    ) -> pt.TensorVariable:
-        eta = ability[annotator_index] * inverse_difficulty[item_index]
-        log_right, log_wrong = _coin_log_probabilities(eta, n_categories)
-        if label_index is None:
-            return pt.where(eye[None], log_right[:, None, None], log_wrong[:, None, None])
-        right = eye[np.asarray(label_index)]  # (row, true_category): is the label k?
-        return pt.where(right, log_right[:, None], log_wrong[:, None])
-
-    return row_log_probability
+    eta = ability[annotator_index] * inverse_difficulty[item_index]
+    log_right, log_wrong = _coin_log_probabilities(eta, n_categories)
+    if label_index is None:
+        return pt.where(eye[None], log_right[:, None, None], log_wrong[:, None, None])
+    right = pt.eq(pt.as_tensor(label_index)[:, None], pt.arange(n_categories)[None, :])
+    return pt.where(right, log_right[:, None], log_wrong[:, None])
 
 
 def _global_variables(
     data: AnnotationData, priors: GladPriors
 ) -> tuple[pt.TensorVariable, pt.TensorVariable, pt.TensorVariable, pt.TensorVariable]:
     """Prevalence, mean ability, abilities (non-centred) and item scale, in the current model."""
-    prevalence = pm.Dirichlet(
-        "prevalence",
-        a=positive_array(priors.prevalence, (data.n_categories,), "prevalence"),
-        dims="category",
-        default_transform=stick_breaking,
-    )
+    prevalence = prevalence_prior(data, priors.prevalence)
     ability_mean = pm.Normal(
         "ability_mean", mu=np.float64(priors.ability_location), sigma=np.float64(priors.mean_scale)
     )
@@ -173,7 +156,9 @@ def _global_variables(
     return prevalence, ability_mean, ability_mean + ability_scale * ability_effect, item_scale
 
 
-def build_glad(data: AnnotationData, priors: GladPriors | None = None) -> pm.Model:
+def build_glad(
+    data: AnnotationData, priors: GladPriors | None = None, *, replicate: Replicate = "same-items"
+) -> pm.Model:
     """Build the hierarchical GLAD model with the true category marginalised.
 
     .. math::
@@ -192,8 +177,8 @@ def build_glad(data: AnnotationData, priors: GladPriors | None = None) -> pm.Mod
         \\end{cases}
 
     ``confusion`` is each annotator's confusion on an item of average difficulty
-    (:math:`\\beta_i = 1`). ``item_error_rate`` (passed to
-    :func:`~crowdbayes.models._common.add_label_model`, evaluated on the draws, not stored) is
+    (:math:`\\beta_i = 1`). ``item_error_rate`` (a named variable, evaluated on the draws, not
+    stored) is
     :math:`1 - \\operatorname{logit}^{-1}(\\mu \\beta_i)`: how often a typical annotator
     mislabels item :math:`i`, the same for every true category.
 
@@ -237,11 +222,15 @@ def build_glad(data: AnnotationData, priors: GladPriors | None = None) -> pm.Mod
             dims=("annotator", "true_category", "category"),
         )
         typical_error = pt.sigmoid(-ability_mean * inverse_difficulty)  # (item,)
-        add_label_model(
+        error_rate = pt.outer(typical_error, pt.ones(n_categories))
+        model.add_named_variable(error_rate.copy(name=ITEM_ERROR_RATE))
+        observe_labels(
             data,
             pt.log(prevalence),
-            glad_row_log_probability(ability, inverse_difficulty, n_categories),
-            item_error_rate=pt.outer(typical_error, pt.ones(n_categories)),
+            partial(glad_rows, n_categories=n_categories),
+            ability,
+            inverse_difficulty,
+            replicate=replicate,
         )
     return model
 
@@ -278,8 +267,6 @@ def build_glad_integrated(
     >>> names  # doctest: +NORMALIZE_WHITESPACE
     ['ability_effect', 'ability_mean', 'ability_scale', 'item_scale', 'prevalence']
     """
-    from crowdbayes.models.item_difficulty import integrated_item_joint, item_quadrature
-
     priors = GladPriors() if priors is None else priors
     n_categories = data.n_categories
     rows = data.compressed
@@ -296,7 +283,58 @@ def build_glad_integrated(
             pt.zeros((data.n_items, len(nodes), n_categories))[rows.item_index], terms
         )
         joint, _ = integrated_item_joint(data, pt.log(prevalence), per_item, nodes, log_weights)
-        joint.name = LABEL_JOINT
-        model.add_named_variable(joint)
-        pm.Potential("label_likelihood", marginal_from_joint(joint, data).sum())
+        observe_integrated_labels(data, joint)
     return model
+
+
+def start_glad(data: AnnotationData, priors: GladPriors) -> Start:
+    """Starting values from the one-coin EM accuracies (an average item, inverse difficulty 1).
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_glad
+    >>> data = simulate_glad(n_items=20, n_annotators=3, random_seed=1).data
+    >>> start_glad(data, GladPriors()).initial_values["item_effect"].shape
+    (20,)
+    """
+    em = em_confusion(data, structure="one_coin", prevalence_concentration=priors.prevalence)
+    accuracy = np.clip(em.start_accuracy, 0.02, 0.98)
+    mean, scale, effect = non_centred_start(np.log(accuracy / (1.0 - accuracy)))
+    values = {
+        "ability_mean": np.asarray(mean),
+        "ability_scale": np.asarray(scale),
+        "ability_effect": effect,
+        "item_scale": np.asarray(0.3),
+        "item_effect": np.zeros(data.n_items),
+    }
+    return Start(em=em, initial_values={"prevalence": em.start_prevalence, **values})
+
+
+class Glad(BayesianCrowdModel):
+    """GLAD (Whitehill et al. 2009): annotator ability times item inverse difficulty.
+
+    Annotator ``j`` labels item ``i`` correctly with probability
+    ``logit^-1(ability_j * inverse_difficulty_i)``, wrong labels uniform over the other
+    categories; abilities and log inverse difficulties are pooled (see :func:`build_glad`).
+    The fit reports each item's ``difficulty``: the probability that a typical annotator
+    mislabels it. LOO uses the model with the inverse difficulties integrated out
+    (:func:`build_glad_integrated`).
+
+    Priors: :class:`GladPriors` or a dict of its fields.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_glad
+    >>> sim = simulate_glad(n_items=200, n_annotators=10, random_seed=0)
+    >>> glad = Glad().fit(sim.annotations, method="map", random_seed=0)
+    >>> bool((glad.labels_["label"] == sim.true_labels).mean() > 0.85)
+    True
+    >>> glad.labels_.columns[-3:].tolist()
+    ['difficulty', 'difficulty_low', 'difficulty_high']
+    """
+
+    name, priors_class = "glad", GladPriors
+    builder = staticmethod(build_glad)
+    start = staticmethod(start_glad)
+    diagnostic_vars = ("prevalence", "ability_mean", "ability_scale", "item_scale", "ability")
+    integrated_builder = staticmethod(build_glad_integrated)

@@ -9,48 +9,51 @@ Their population means have a prior centred on a better-than-chance annotator, w
 label-switching symmetry (Paun et al. and the NumPyro example fix the last logit instead and
 leave label switching to post-processing). Annotator effects are non-centred.
 
-Known limitation: with many categories and sparse annotators (measured: 8 categories, 100
-annotators, 3 labels per item) the free population means can represent a permuted labelling at
-little prior cost, and NUTS chains settle in different permuted modes. The per-chain check reports
-it (every chain permuted, R-hat far above 1.01); use :func:`build_dawid_skene` there.
+Known limitation: with many categories and sparse annotators (such as 8 categories and 3 labels
+per item, ``benchmarks/sparse_many_categories.py``) the free population means can represent a
+permuted labelling at little prior cost, and NUTS chains settle in different permuted modes. The
+per-chain check reports it (every chain permuted, R-hat far above its threshold); use
+:func:`build_dawid_skene` there.
 """
 
 from dataclasses import dataclass
 
-import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._common import add_label_log_likelihood, model_coords
-from crowdbayes.models._priors import (
-    PriorsBase,
-    check_positive,
-    check_probability,
-    positive_array,
+from crowdbayes.em import Start, em_confusion
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.models._shared import (
+    Replicate,
+    annotator_logits,
+    confusion_rows,
+    error_coords,
+    error_logits,
+    error_mean_prior,
+    non_centred_start,
+    observe_labels,
+    off_diagonal_coords,
+    prevalence_prior,
 )
-from crowdbayes.models._transforms import stick_breaking
+from crowdbayes.priors import LogitPriors
 
 __all__ = [
+    "HierarchicalDawidSkene",
     "HierarchicalDawidSkenePriors",
     "build_hierarchical_dawid_skene",
-    "off_diagonal_coords",
+    "start_hierarchical_dawid_skene",
 ]
 
 
 @dataclass(frozen=True)
-class HierarchicalDawidSkenePriors(PriorsBase):
+class HierarchicalDawidSkenePriors(LogitPriors):
     """Priors of the hierarchical Dawid-Skene model.
 
     Parameters
     ----------
-    prevalence : float
-        Symmetric Dirichlet concentration of the prevalence. Default 3.
-    prior_accuracy : float
-        Accuracy (errors spread evenly) at which the prior on the population mean logits is
-        centred. Default 0.7.
-    mean_scale : float
-        Standard deviation of the Normal prior on each population mean logit. Default 1.5.
+    prevalence, prior_accuracy, mean_scale : float
+        As in :class:`~crowdbayes.models._shared.LogitPriors`.
     annotator_scale : float
         Scale of the HalfNormal prior on each between-annotator standard deviation. Default 1.
 
@@ -60,37 +63,14 @@ class HierarchicalDawidSkenePriors(PriorsBase):
     -0.847
     """
 
-    prevalence: float = 3.0
-    prior_accuracy: float = 0.7
-    mean_scale: float = 1.5
     annotator_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_positive(self.prevalence, "prevalence")
-        check_probability(self.prior_accuracy, "prior_accuracy")
-        check_positive(self.mean_scale, "mean_scale")
-        check_positive(self.annotator_scale, "annotator_scale")
-
-    def mean_location(self, n_categories: int) -> float:
-        """Prior centre of a wrong-vs-right log-odds: ``log((1-a) / (a (K-1)))``."""
-        a = self.prior_accuracy
-        return float(np.log((1.0 - a) / (a * (n_categories - 1))))
-
-
-def off_diagonal_coords(n_categories: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row (true category) and column (label) of every off-diagonal cell, row-major.
-
-    Examples
-    --------
-    >>> [a.tolist() for a in off_diagonal_coords(3)]
-    [[0, 0, 1, 1, 2, 2], [1, 2, 0, 2, 0, 1]]
-    """
-    rows, cols = np.nonzero(~np.eye(n_categories, dtype=bool))
-    return rows, cols
 
 
 def build_hierarchical_dawid_skene(
-    data: AnnotationData, priors: HierarchicalDawidSkenePriors | None = None
+    data: AnnotationData,
+    priors: HierarchicalDawidSkenePriors | None = None,
+    *,
+    replicate: Replicate = "same-items",
 ) -> pm.Model:
     """Build the hierarchical Dawid-Skene model with the true category marginalised.
 
@@ -123,34 +103,56 @@ def build_hierarchical_dawid_skene(
     priors = HierarchicalDawidSkenePriors() if priors is None else priors
     n_categories = data.n_categories
     rows, cols = off_diagonal_coords(n_categories)
-    coords = model_coords(data)
-    coords["error"] = [
-        f"{data.categories[r]}->{data.categories[c]}" for r, c in zip(rows, cols, strict=True)
-    ]
-    with pm.Model(coords=coords) as model:
-        prevalence = pm.Dirichlet(
-            "prevalence",
-            a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
-            dims="category",
-            default_transform=stick_breaking,
-        )
-        error_mean = pm.Normal(
-            "error_mean",
-            mu=np.float64(priors.mean_location(n_categories)),
-            sigma=np.float64(priors.mean_scale),
-            dims="error",
-        )
-        error_scale = pm.HalfNormal(
-            "error_scale", sigma=np.float64(priors.annotator_scale), dims="error"
-        )
-        effect = pm.Normal("annotator_effect", 0.0, 1.0, dims=("annotator", "error"))
+    with pm.Model(coords=error_coords(data)) as model:
+        prevalence = prevalence_prior(data, priors.prevalence)
+        error_mean = error_mean_prior(priors, n_categories)
         logits = pt.zeros((data.n_annotators, n_categories, n_categories))
-        logits = pt.set_subtensor(
-            logits[:, rows, cols], error_mean[None, :] + error_scale[None, :] * effect
-        )
+        logits = pt.set_subtensor(logits[:, rows, cols], annotator_logits(priors, error_mean))
         log_confusion = pt.special.log_softmax(logits, axis=-1)
         pm.Deterministic(
             "confusion", pt.exp(log_confusion), dims=("annotator", "true_category", "category")
         )
-        add_label_log_likelihood(data, pt.log(prevalence), log_confusion)
+        observe_labels(data, pt.log(prevalence), confusion_rows, log_confusion, replicate=replicate)
     return model
+
+
+def start_hierarchical_dawid_skene(
+    data: AnnotationData, priors: HierarchicalDawidSkenePriors
+) -> Start:
+    """Starting values from the smoothed Dawid-Skene EM confusions' logits.
+
+    The smoothed (posterior-mean) confusions, not the mode: the EM mode sits on the simplex
+    boundary when a Dirichlet concentration is below 1 (many categories), at logits of -inf.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> data = simulate_dawid_skene(n_items=20, n_annotators=3, random_seed=1).data
+    >>> start = start_hierarchical_dawid_skene(data, HierarchicalDawidSkenePriors())
+    >>> start.initial_values["annotator_effect"].shape
+    (3, 6)
+    """
+    em = em_confusion(data, structure="full")
+    mean, scale, effect = non_centred_start(error_logits(em.start_confusion))
+    values = {"error_mean": mean, "error_scale": scale, "annotator_effect": effect}
+    return Start(em=em, initial_values={"prevalence": em.start_prevalence, **values})
+
+
+class HierarchicalDawidSkene(BayesianCrowdModel):
+    """Hierarchical Dawid-Skene (Paun et al. 2018): confusion logits pooled over annotators.
+
+    Priors: :class:`HierarchicalDawidSkenePriors` or a dict of its fields.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_hierarchical_dawid_skene
+    >>> sim = simulate_hierarchical_dawid_skene(n_items=200, n_annotators=10, random_seed=0)
+    >>> hds = HierarchicalDawidSkene().fit(sim.annotations, method="map", random_seed=0)
+    >>> bool((hds.labels_["label"] == sim.true_labels).mean() > 0.9)
+    True
+    """
+
+    name, priors_class = "hierarchical-dawid-skene", HierarchicalDawidSkenePriors
+    builder = staticmethod(build_hierarchical_dawid_skene)
+    start = staticmethod(start_hierarchical_dawid_skene)
+    diagnostic_vars = ("prevalence", "error_mean", "error_scale", "annotator_effect")

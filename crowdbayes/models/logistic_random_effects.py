@@ -19,65 +19,70 @@ hierarchical Dawid-Skene.
 
 Why non-centred item effects: most items get five labels or fewer, so each item effect is
 weakly identified and its posterior is dominated by the prior's scale, the funnel geometry that
-the centred form samples badly. Measured (``benchmarks/noncentred.py``: 2000 simulated labels,
-400 items, 20 annotators, 3 categories; nutpie, 4 chains x 1000 draws): non-centred min bulk
-ESS 32 of the global parameters, max R-hat 1.10, 406 s; centred ESS 6, R-hat 1.70, 870 s.
-Even non-centred, mixing is slow: with the true category summed out, each item effect's
-posterior is a mixture over the category (:mod:`crowdbayes.models.item_difficulty`); with 400
-items, 3 categories, 5 labels each and ``item_scale`` 2.0 the default run gave R-hat 1.23 and
-ESS 14. With two categories it mixes well (same benchmark, binary: ESS 246, R-hat 1.01) and on
-real binary data with ten labels per item it is adequate (rte: R-hat 1.02, ESS 293; temp:
-1.03, 172).
+the centred form samples badly: ``benchmarks/noncentred.py`` compares the two, and the
+centred form mixes far more slowly and takes longer. Even non-centred, mixing is slow with
+more than two categories: with the true category summed out, each item effect's posterior is
+a mixture over the category (:mod:`crowdbayes.models.item_difficulty`); on simulated data with
+three categories and five labels per item the default settings leave R-hat well above its
+threshold (the fit reports it). With two categories it mixes well, and on real binary data
+with ten labels per item it is adequate. The figures are in
+``benchmarks/DESIGN_MEASUREMENTS.md``.
 """
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._common import LABEL_JOINT, add_label_model
-from crowdbayes.models._likelihood import marginal_from_joint
-from crowdbayes.models._priors import (
-    PriorsBase,
-    check_positive,
-    check_probability,
-    positive_array,
-)
-from crowdbayes.models._transforms import stick_breaking
-from crowdbayes.models.item_difficulty import (
+from crowdbayes.em import Start, em_confusion
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.models._shared import (
+    ITEM_ERROR_RATE,
     QUADRATURE_BUDGET,
+    Replicate,
+    annotator_logits,
     diagonal_error_rate,
     difficulty_coords,
     error_log_probability,
+    error_logits,
+    error_mean_prior,
     integrated_item_joint,
     item_quadrature,
+    non_centred_start,
+    observe_integrated_labels,
+    observe_labels,
+    prevalence_prior,
     select_label,
     slot_matrix,
     spread_effect,
 )
+from crowdbayes.priors import LogitPriors
 
 __all__ = [
+    "LogisticRandomEffects",
     "LogisticRandomEffectsPriors",
     "build_logistic_random_effects",
     "build_logistic_random_effects_integrated",
+    "start_logistic_random_effects",
 ]
+
+#: Between-item standard deviation of the logits at which NUTS starts (item effects at 0).
+START_ITEM_SCALE = 0.5
 
 
 @dataclass(frozen=True)
-class LogisticRandomEffectsPriors(PriorsBase):
+class LogisticRandomEffectsPriors(LogitPriors):
     """Priors of the logistic random-effects model.
 
     Parameters
     ----------
-    prevalence : float
-        Symmetric Dirichlet concentration of the prevalence. Default 3.
-    prior_accuracy : float
-        Accuracy (errors spread evenly) of a typical annotator on an item of average
-        difficulty at which the prior on the population mean logits is centred. Default 0.7.
-    mean_scale : float
-        Standard deviation of the Normal prior on each population mean logit. Default 1.5.
+    prevalence, prior_accuracy, mean_scale : float
+        As in :class:`~crowdbayes.models._shared.LogitPriors` (the accuracy of a typical
+        annotator on an item of average difficulty).
     annotator_scale : float
         Scale of the HalfNormal prior on each between-annotator standard deviation
         ``error_scale``. Default 1.
@@ -91,23 +96,8 @@ class LogisticRandomEffectsPriors(PriorsBase):
     -0.847
     """
 
-    prevalence: float = 3.0
-    prior_accuracy: float = 0.7
-    mean_scale: float = 1.5
     annotator_scale: float = 1.0
     item_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_positive(self.prevalence, "prevalence")
-        check_probability(self.prior_accuracy, "prior_accuracy")
-        check_positive(self.mean_scale, "mean_scale")
-        check_positive(self.annotator_scale, "annotator_scale")
-        check_positive(self.item_scale, "item_scale")
-
-    def mean_location(self, n_categories: int) -> float:
-        """Prior centre of a wrong-vs-right log-odds: ``log((1-a) / (a (K-1)))``."""
-        a = self.prior_accuracy
-        return float(np.log((1.0 - a) / (a * (n_categories - 1))))
 
 
 def _global_variables(
@@ -115,34 +105,40 @@ def _global_variables(
 ) -> tuple[pt.TensorVariable, pt.TensorVariable, pt.TensorVariable, pt.TensorVariable]:
     """Prevalence, population means, both scales, annotator logits and ``confusion``."""
     n_categories = data.n_categories
-    prevalence = pm.Dirichlet(
-        "prevalence",
-        a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
-        dims="category",
-        default_transform=stick_breaking,
-    )
-    error_mean = pm.Normal(
-        "error_mean",
-        mu=np.float64(priors.mean_location(n_categories)),
-        sigma=np.float64(priors.mean_scale),
-        dims="error",
-    )
-    error_scale = pm.HalfNormal(
-        "error_scale", sigma=np.float64(priors.annotator_scale), dims="error"
-    )
+    prevalence = prevalence_prior(data, priors.prevalence)
+    error_mean = error_mean_prior(priors, n_categories)
+    logits = annotator_logits(priors, error_mean)
     item_scale = pm.HalfNormal("item_scale", sigma=np.float64(priors.item_scale), dims="error")
-    annotator_effect = pm.Normal("annotator_effect", 0.0, 1.0, dims=("annotator", "error"))
-    annotator_logits = error_mean[None, :] + error_scale[None, :] * annotator_effect
     pm.Deterministic(
         "confusion",
-        pt.exp(error_log_probability(annotator_logits, n_categories)),
+        pt.exp(error_log_probability(logits, n_categories)),
         dims=("annotator", "true_category", "category"),
     )
-    return prevalence, error_mean, item_scale, annotator_logits
+    return prevalence, error_mean, item_scale, logits
+
+
+def _annotator_item_rows(
+    item_index: np.ndarray,
+    annotator_index: np.ndarray,
+    label_index: Any,
+    annotator_logits: pt.TensorVariable,
+    item_shift: pt.TensorVariable,
+    *,
+    n_categories: int,
+) -> pt.TensorVariable:
+    """The row distribution: softmax of the annotator's logits shifted by the item's."""
+    logits = annotator_logits[annotator_index] + item_shift[item_index]
+    log_probability = error_log_probability(logits, n_categories)
+    if label_index is None:
+        return log_probability
+    return select_label(log_probability, label_index, n_categories)
 
 
 def build_logistic_random_effects(
-    data: AnnotationData, priors: LogisticRandomEffectsPriors | None = None
+    data: AnnotationData,
+    priors: LogisticRandomEffectsPriors | None = None,
+    *,
+    replicate: Replicate = "same-items",
 ) -> pm.Model:
     """Build the logistic random-effects model (LogRndEff) with the true category marginalised.
 
@@ -197,21 +193,16 @@ def build_logistic_random_effects(
         item_effect = pm.Normal("item_effect", 0.0, 1.0, dims=("item", "wrong_label"))
         item_shift = item_scale[None, :] * spread_effect(item_effect, n_categories)
 
-        def row_log_probability(
-            item_index: np.ndarray, annotator_index: np.ndarray, label_index: np.ndarray | None
-        ) -> pt.TensorVariable:
-            logits = annotator_logits[annotator_index] + item_shift[item_index]
-            log_probability = error_log_probability(logits, n_categories)
-            if label_index is None:
-                return log_probability
-            return select_label(log_probability, label_index, n_categories)
-
         typical = error_log_probability(error_mean[None, :] + item_shift, n_categories)
-        add_label_model(
+        error_rate = diagonal_error_rate(typical, n_categories)
+        model.add_named_variable(error_rate.copy(name=ITEM_ERROR_RATE))
+        observe_labels(
             data,
             pt.log(prevalence),
-            row_log_probability,
-            item_error_rate=diagonal_error_rate(typical, n_categories),
+            partial(_annotator_item_rows, n_categories=n_categories),
+            annotator_logits,
+            item_shift,
+            replicate=replicate,
         )
     return model
 
@@ -273,8 +264,62 @@ def build_logistic_random_effects_integrated(
         joint, effect_mean = integrated_item_joint(
             data, pt.log(prevalence), per_item, nodes, log_weights
         )
-        joint.name = LABEL_JOINT
-        model.add_named_variable(joint)
-        pm.Potential("label_likelihood", marginal_from_joint(joint, data).sum())
+        observe_integrated_labels(data, joint)
         pm.Deterministic("item_effect", effect_mean, dims=("item", "wrong_label"))
     return model
+
+
+def start_logistic_random_effects(
+    data: AnnotationData, priors: LogisticRandomEffectsPriors
+) -> Start:
+    """Starting values: annotator logits from the smoothed EM confusions, average items.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_logistic_random_effects
+    >>> data = simulate_logistic_random_effects(n_items=20, n_annotators=3, random_seed=1).data
+    >>> start = start_logistic_random_effects(data, LogisticRandomEffectsPriors())
+    >>> start.initial_values["annotator_effect"].shape
+    (3, 6)
+    """
+    em = em_confusion(data, structure="full", prevalence_concentration=priors.prevalence)
+    mean, scale, effect = non_centred_start(error_logits(em.start_confusion))
+    values = {
+        "error_mean": mean,
+        "error_scale": scale,
+        "item_scale": np.full(len(mean), START_ITEM_SCALE),
+        "annotator_effect": effect,
+        "item_effect": np.zeros((data.n_items, data.n_categories - 1)),
+    }
+    return Start(em=em, initial_values={"prevalence": em.start_prevalence, **values})
+
+
+class LogisticRandomEffects(BayesianCrowdModel):
+    """Logistic random effects (LogRndEff, Paun et al. 2018; Carpenter 2008).
+
+    Hierarchical Dawid-Skene with an item difficulty term: each wrong-label logit is an
+    annotator's (pooled around population means) plus the item's (pooled around 0).
+    ``confusion`` is each annotator's on an item of average difficulty; each item's difficulty
+    (the probability that a typical annotator mislabels it) is reported as for
+    :class:`~crowdbayes.models.ItemDifficulty`, and the mode and LOO use the model with the
+    item effects integrated out (:func:`build_logistic_random_effects_integrated`).
+
+    Priors: :class:`LogisticRandomEffectsPriors` or a dict of its fields.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_logistic_random_effects
+    >>> sim = simulate_logistic_random_effects(n_items=150, n_annotators=10, random_seed=0)
+    >>> fit = LogisticRandomEffects().fit(sim.annotations, method="map", random_seed=0)
+    >>> bool((fit.labels_["label"] == sim.true_labels).mean() > 0.9)
+    True
+    >>> fit.datatree_.posterior["item_effect"].dims
+    ('chain', 'draw', 'item', 'wrong_label')
+    """
+
+    name, priors_class = "logistic-random-effects", LogisticRandomEffectsPriors
+    builder = staticmethod(build_logistic_random_effects)
+    start = staticmethod(start_logistic_random_effects)
+    integrated_builder = staticmethod(build_logistic_random_effects_integrated)
+    map_log_scales = ("item_scale",)
+    diagnostic_vars = ("prevalence", "error_mean", "error_scale", "item_scale", "confusion")

@@ -17,17 +17,27 @@ above 0 on the logit scale, keeps the posterior away from that all-spammer corne
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._common import add_label_log_likelihood, model_coords
-from crowdbayes.models._priors import PriorsBase, check_positive, positive_array
-from crowdbayes.models._transforms import stick_breaking
+from crowdbayes.em import Start, em_confusion
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.fast.transforms import stick_breaking
+from crowdbayes.models._shared import (
+    Replicate,
+    confusion_rows,
+    model_coords,
+    non_centred_start,
+    observe_labels,
+    prevalence_prior,
+)
+from crowdbayes.priors import PriorsBase, positive_array
 
-__all__ = ["MacePriors", "build_mace", "mace_log_confusion"]
+__all__ = ["Mace", "MacePriors", "build_mace", "mace_log_confusion", "start_mace"]
 
 
 @dataclass(frozen=True)
@@ -62,21 +72,13 @@ class MacePriors(PriorsBase):
     ValueError: prior 'spam_concentration' must be finite and positive, got 0.0
     """
 
+    location_fields: ClassVar[tuple[str, ...]] = ("competence_location",)
+
     prevalence: float = 3.0
     competence_location: float = 1.0
     mean_scale: float = 1.5
     annotator_scale: float = 1.0
     spam_concentration: float = 2.0
-
-    def __post_init__(self) -> None:
-        check_positive(self.prevalence, "prevalence")
-        if not np.isfinite(float(self.competence_location)):
-            raise ValueError(
-                f"prior 'competence_location' must be finite, got {self.competence_location}"
-            )
-        check_positive(self.mean_scale, "mean_scale")
-        check_positive(self.annotator_scale, "annotator_scale")
-        check_positive(self.spam_concentration, "spam_concentration")
 
 
 def mace_log_confusion(
@@ -113,7 +115,9 @@ def mace_log_confusion(
     return pt.where(eye[None, :, :], diagonal[:, None, :], spam[:, None, :])
 
 
-def build_mace(data: AnnotationData, priors: MacePriors | None = None) -> pm.Model:
+def build_mace(
+    data: AnnotationData, priors: MacePriors | None = None, *, replicate: Replicate = "same-items"
+) -> pm.Model:
     """Build the hierarchical MACE model with the true category marginalised.
 
     .. math::
@@ -127,8 +131,7 @@ def build_mace(data: AnnotationData, priors: MacePriors | None = None) -> pm.Mod
         p(y_{ij} = h \\mid z_i = k) &= c_j [h = k] + (1 - c_j)\\, \\xi_{jh}
 
     The label distribution does not depend on the item, so the row function is that of a
-    confusion-matrix model (:func:`~crowdbayes.models._common.confusion_row_log_probability`),
-    gathered per label row.
+    confusion-matrix model (:func:`~crowdbayes.models._shared.confusion_rows`).
 
     Parameters
     ----------
@@ -154,12 +157,7 @@ def build_mace(data: AnnotationData, priors: MacePriors | None = None) -> pm.Mod
     priors = MacePriors() if priors is None else priors
     n_categories = data.n_categories
     with pm.Model(coords=model_coords(data)) as model:
-        prevalence = pm.Dirichlet(
-            "prevalence",
-            a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
-            dims="category",
-            default_transform=stick_breaking,
-        )
+        prevalence = prevalence_prior(data, priors.prevalence)
         mean = pm.Normal(
             "competence_mean",
             mu=np.float64(priors.competence_location),
@@ -183,5 +181,61 @@ def build_mace(data: AnnotationData, priors: MacePriors | None = None) -> pm.Mod
         pm.Deterministic(
             "confusion", pt.exp(log_confusion), dims=("annotator", "true_category", "category")
         )
-        add_label_log_likelihood(data, pt.log(prevalence), log_confusion)
+        observe_labels(data, pt.log(prevalence), confusion_rows, log_confusion, replicate=replicate)
     return model
+
+
+def start_mace(data: AnnotationData, priors: MacePriors) -> Start:
+    """Starting values read off the smoothed Dawid-Skene EM confusions.
+
+    A MACE confusion has :math:`(1 - c_j) \\xi_{jh}` in every off-diagonal cell of column
+    :math:`h`: the spam mass of each label comes from the Dawid-Skene confusion's off-diagonal
+    cells, the competence from its total.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_mace
+    >>> data = simulate_mace(n_items=20, n_annotators=3, random_seed=1).data
+    >>> start_mace(data, MacePriors()).initial_values["competence_effect"].shape
+    (3,)
+    """
+    em = em_confusion(data, structure="full", prevalence_concentration=priors.prevalence)
+    n_k = data.n_categories
+    off = 1.0 - np.eye(n_k)
+    spam_mass = (em.start_confusion * off[None]).sum(axis=1) / (n_k - 1)
+    spam_share = np.clip(spam_mass.sum(axis=1), 0.05, 0.95)
+    mean, scale, effect = non_centred_start(np.log((1.0 - spam_share) / spam_share))
+    spam = np.maximum(spam_mass / spam_mass.sum(axis=1, keepdims=True), 0.01)
+    values = {
+        "competence_mean": np.asarray(mean),
+        "competence_scale": np.asarray(scale),
+        "competence_effect": effect,
+        "spam_distribution": spam / spam.sum(axis=1, keepdims=True),
+    }
+    return Start(em=em, initial_values={"prevalence": em.start_prevalence, **values})
+
+
+class Mace(BayesianCrowdModel):
+    """MACE (Hovy et al. 2013): each annotator is competent or spams, pooled competences.
+
+    Annotator ``j`` gives the true category with probability ``competence_j`` and otherwise a
+    label from its own ``spam_distribution_j``; the competence logits are pooled over
+    annotators (see :func:`build_mace`).
+
+    Priors: :class:`MacePriors` or a dict of its fields.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_mace
+    >>> sim = simulate_mace(n_items=200, n_annotators=10, random_seed=0)
+    >>> mace = Mace().fit(sim.annotations, method="map", random_seed=0)
+    >>> bool((mace.labels_["label"] == sim.true_labels).mean() > 0.9)
+    True
+    >>> mace.datatree_.posterior["competence"].dims
+    ('chain', 'draw', 'annotator')
+    """
+
+    name, priors_class = "mace", MacePriors
+    builder = staticmethod(build_mace)
+    start = staticmethod(start_mace)
+    diagnostic_vars = ("prevalence", "competence_mean", "competence_scale", "competence")

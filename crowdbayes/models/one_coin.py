@@ -5,17 +5,26 @@ The simplest reliability model (the "one-coin" Dawid-Skene of crowd-kit's
 """
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pymc as pm
+import pytensor.tensor as pt
 
 from crowdbayes.data import AnnotationData
-from crowdbayes.models._common import add_label_likelihood, model_coords
-from crowdbayes.models._priors import AccuracyPriors, positive_array
-from crowdbayes.models._transforms import stick_breaking
-from crowdbayes.models.class_conditional import accuracy_to_confusion
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.models._shared import (
+    Replicate,
+    accuracy_start,
+    accuracy_to_confusion,
+    confusion_rows,
+    model_coords,
+    observe_labels,
+    prevalence_prior,
+)
+from crowdbayes.priors import AccuracyPriors
 
-__all__ = ["OneCoinPriors", "build_one_coin"]
+__all__ = ["OneCoin", "OneCoinPriors", "build_one_coin"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,12 @@ class OneCoinPriors(AccuracyPriors):
     """
 
 
-def build_one_coin(data: AnnotationData, priors: OneCoinPriors | None = None) -> pm.Model:
+def build_one_coin(
+    data: AnnotationData,
+    priors: OneCoinPriors | None = None,
+    *,
+    replicate: Replicate = "same-items",
+) -> pm.Model:
     """Build the one-coin model with the true category marginalised.
 
     .. math::
@@ -58,12 +72,7 @@ def build_one_coin(data: AnnotationData, priors: OneCoinPriors | None = None) ->
     priors = OneCoinPriors() if priors is None else priors
     n_categories = data.n_categories
     with pm.Model(coords=model_coords(data)) as model:
-        prevalence = pm.Dirichlet(
-            "prevalence",
-            a=positive_array(priors.prevalence, (n_categories,), "prevalence"),
-            dims="category",
-            default_transform=stick_breaking,
-        )
+        prevalence = prevalence_prior(data, priors.prevalence)
         accuracy = pm.Beta(
             "accuracy",
             alpha=np.float64(priors.accuracy_alpha),
@@ -75,5 +84,28 @@ def build_one_coin(data: AnnotationData, priors: OneCoinPriors | None = None) ->
             accuracy_to_confusion(accuracy, n_categories),
             dims=("annotator", "true_category", "category"),
         )
-        add_label_likelihood(data, prevalence, confusion)
+        observe_labels(
+            data, pt.log(prevalence), confusion_rows, pt.log(confusion), replicate=replicate
+        )
     return model
+
+
+class OneCoin(BayesianCrowdModel):
+    """One-coin model: one accuracy per annotator, errors uniform.
+
+    Priors: :class:`OneCoinPriors` or a dict of its fields.
+
+    Examples
+    --------
+    >>> from crowdbayes.simulate import simulate_dawid_skene
+    >>> sim = simulate_dawid_skene(n_items=200, n_annotators=10, random_seed=0)
+    >>> OneCoin().fit(sim.annotations, method="map", random_seed=0).annotators_.shape
+    (10, 4)
+    """
+
+    name, priors_class = "one-coin", OneCoinPriors
+    builder = staticmethod(build_one_coin)
+    start = staticmethod(partial(accuracy_start, structure="one_coin"))
+    diagnostic_vars = ("prevalence", "accuracy")
+    default_tune = 500
+    default_target_accept = 0.65
