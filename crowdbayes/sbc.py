@@ -10,82 +10,79 @@ the rank of :math:`\\tilde\\theta` among :math:`L` posterior draws is uniform on
 in the middle too wide, a slope a bias. Any error on the way shows up: in the model code, the
 sampler and its initialisation, or the label-switching fix of the estimators.
 
-Everything here is generic over :data:`crowdbayes.estimators.MODELS`:
+Everything here is generic over :data:`crowdbayes.models.MODELS`:
 
 * :func:`simulate_from_prior` draws data from a model's **own** PyMC graph on a fixed design
-  (which annotator labels which item): the free variables from their priors, each item's true
-  category from ``prevalence``, each label from the model's named variable
-  ``annotation_log_probability``.
-* :func:`simulation_based_calibration` repeats that, fits each data set as a user would, and
-  ranks the true global parameters (the estimator's ``diagnostic_vars``) among thinned posterior
-  draws. :meth:`SBCResult.uniformity` tests the ranks for uniformity.
+  (which annotator labels which item): the model is built with ``replicate="new-items"``, so
+  that the generative graph of its observed ``labels`` draws each item's true category from
+  ``prevalence``, then each label given it; one compiled function draws the free and
+  deterministic variables and the labels, and the true categories from inside the labels'
+  graph.
+* :func:`simulation_based_calibration` repeats that, fits each data set as ``fit`` samples it
+  (EM start, :func:`crowdbayes.inference.sample_posterior`, label-switching fix, diagnostics),
+  and ranks the true global parameters (the estimator's ``diagnostic_vars``) among thinned
+  posterior draws. The rank statistics and :class:`SBCResult` are in
+  :mod:`crowdbayes.sbc_statistics`.
 
-Speed: with ``sampler="nutpie"`` the model is compiled **once**. The labels enter a model's graph
-only as constant index arrays; these are found by building the model on two label vectors and
-comparing the graphs, replaced by shared variables, and swapped per simulation with nutpie's
-``with_data``. Each simulated data set's own graph is checked against the compiled one (same
-operations, same constants apart from the swapped ones), so the compiled model computes exactly
-that data set's posterior; a data set that does not match is fitted from scratch. Otherwise each
-simulation calls the estimator's ``fit``, compiling with PyTensor's C backend, which compiles in
-seconds rather than Numba's tens of seconds.
+Speed: with ``sampler="nutpie"`` the model is compiled once. Every fit goes through
+:func:`crowdbayes.fast.nutpie.compile_model`, whose callbacks read the data as inputs: the
+first fit of a model structure compiles them (or loads them from numba's disk cache), and
+every later fit of the same structure, on other labels, takes them from memory. Each fit
+still builds its own model and rewrites its own graph, so it samples exactly its data set's
+posterior. Every fit compiles PyTensor's other functions with the C backend
+(:func:`crowdbayes.inference.c_backend`), which compiles quickly and caches its compiled
+operations across graphs, where Numba would compile every new graph afresh; with
+``sampler="pymc"`` that includes the sampler's log-density.
 """
 
-import dataclasses
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pymc as pm
-import pytensor
 import xarray as xr
 from pymc.pytensorf import compile as compile_pymc
 from pymc.pytensorf import reseed_rngs
-from pytensor.graph.basic import Constant
+from pytensor.tensor.random.op import RandomVariable
 from pytensor.tensor.random.type import RandomGeneratorType
-from scipy import stats
+from pytensor.tensor.variable import TensorVariable
 
 from crowdbayes.data import AnnotationData, encode_annotations
-from crowdbayes.diagnostics import SamplingWarning, compute_diagnostics
-from crowdbayes.estimators import BayesianCrowdModel, get_model
-from crowdbayes.inference import Sampler, seed_to_int
-from crowdbayes.models._common import ANNOTATION_LOG_PROBABILITY
-from crowdbayes.models._draws import DrawEvaluator
+from crowdbayes.diagnostics import (
+    Diagnostics,
+    SamplingWarning,
+    compute_diagnostics,
+    fix_label_switching,
+)
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.fast.nutpie import compile_model, reused_callbacks
+from crowdbayes.inference import Sampler, c_backend, sample_posterior, seed_to_int
+from crowdbayes.models import get_model
+from crowdbayes.sbc_statistics import (
+    SBCResult,
+    default_bins,
+    rank_bin_probabilities,
+    rank_histogram,
+)
 from crowdbayes.simulate import Simulation
 
-__all__ = ["SBCResult", "simulate_from_prior", "simulation_based_calibration"]
+__all__ = [
+    "SBCResult",
+    "default_bins",
+    "rank_bin_probabilities",
+    "rank_histogram",
+    "simulate_from_prior",
+    "simulation_based_calibration",
+]
 
-#: Name of the likelihood potential every builder adds; any other potential would be part of
-#: the prior, which forward sampling cannot draw from.
-LIKELIHOOD_POTENTIAL = "label_likelihood"
 #: Largest number of elements of one parameter array that are ranked by default.
 MAX_ELEMENTS = 20
 
 
-# ----------------------------------------------------------------------------- helpers
-@contextmanager
-def _fast_compile() -> Iterator[None]:
-    """Compile with PyTensor's C backend (seconds) instead of the default Numba (tens of seconds).
-
-    Without a C compiler the default mode is kept. PyTensor's one-off notice that it found no
-    BLAS library (irrelevant for these small models) is silenced.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="PyTensor could not link to a BLAS", category=UserWarning
-        )
-        if not pytensor.config.cxx:
-            yield
-            return
-        with pytensor.config.change_flags(mode="CVM", traceback__limit=0):
-            yield
-
-
+# ----------------------------------------------------------------------------- prior draws
 def _as_bayesian(estimator_or_name: Any) -> BayesianCrowdModel:
     """A fresh, unfitted estimator with the same priors."""
     if isinstance(estimator_or_name, str):
@@ -148,8 +145,29 @@ def _dims(model: pm.Model, name: str) -> tuple[str, ...]:
     return tuple(model.named_vars_to_dims.get(name, ()) or ())
 
 
+def _labels_and_categories(labels: TensorVariable) -> tuple[TensorVariable, TensorVariable]:
+    """A model's draw of ``labels`` and, from the same graph, each item's true category.
+
+    The generative graph of ``labels`` (the inner graph of its Op; see
+    :func:`crowdbayes.models._shared.observe_labels`) draws each item's true category, then
+    each label given it. Rebuilt on the variable's own inputs (parameters and random
+    generators), it gives both draws; the labels are those the model itself would draw.
+    """
+    node = labels.owner
+    inner = node.op.fgraph
+    position = node.outputs.index(labels)
+    draws = [n for n in inner.toposort() if isinstance(n.op, RandomVariable)]
+    if len(draws) != 2 or inner.outputs[position].owner is not draws[1]:
+        raise ValueError(
+            "the generative graph of 'labels' must draw the items' true categories, then the "
+            "labels given them"
+        )
+    outputs, memo = inner.bind(list(node.inputs), return_memo=True)
+    return outputs[position], memo[draws[0]].default_output()
+
+
 class _PriorSimulator:
-    """A model on the fixed design, with its prior draws and label distribution compiled once."""
+    """A model on the fixed design, with its prior and label draws compiled once."""
 
     def __init__(
         self,
@@ -164,62 +182,48 @@ class _PriorSimulator:
         self.categories = list(range(n_categories))
         frame = _design_frame(n_items, n_annotators, labels_per_item, n_categories)
         self.data = encode_annotations(frame, categories=self.categories)
-        self.model = model = estimator.build_model(self.data)
-        extra = [p.name for p in model.potentials if p.name != LIKELIHOOD_POTENTIAL]
-        if extra or model.observed_RVs:
+        self.model = model = type(estimator).builder(
+            self.data, estimator.resolved_priors(), replicate="new-items"
+        )
+        observed = [v.name for v in model.observed_RVs]
+        if model.potentials or observed != ["labels"]:
             raise ValueError(
                 f"{estimator.name}: cannot draw from a prior with potentials or observed "
-                f"variables other than {LIKELIHOOD_POTENTIAL!r} ({extra or model.observed_RVs})"
+                f"variables other than 'labels' ({[*model.potentials, *observed]})"
             )
-        for name in ("prevalence", ANNOTATION_LOG_PROBABILITY):
-            if name not in model.named_vars:
-                raise ValueError(f"{estimator.name}: the model has no variable {name!r}")
+        if "prevalence" not in model.named_vars:
+            raise ValueError(f"{estimator.name}: the model has no variable 'prevalence'")
         outputs = [*model.free_RVs, *model.deterministics]
         self.names = [v.name for v in outputs]
-        self.free_names = [v.name for v in model.free_RVs]
         self.coords = {
             name: {dim: list(model.coords[dim]) for dim in _dims(model, name)}
             for name in self.names
         }
-        self._outputs = outputs
-        self._compiled: tuple[Any, DrawEvaluator, list[Any]] | None = None
+        self._outputs = [*outputs, *_labels_and_categories(model["labels"])]
+        self._compiled: tuple[Any, list[Any]] | None = None
 
-    def _functions(self) -> tuple[Any, DrawEvaluator, list[Any]]:
-        """Prior draws and label distribution, compiled on first use."""
+    def _draw(self, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Parameters, labels (per annotation) and true categories (per item) for one seed."""
         if self._compiled is None:
-            with _fast_compile():
-                # random_seed=False: the generators are reseeded before every draw.
+            with c_backend():
+                # random_seed=False: the generators are reseeded before every draw
                 draw = compile_pymc([], self._outputs, random_seed=False)
-                evaluator = DrawEvaluator(self.model, [ANNOTATION_LOG_PROBABILITY])
             rngs = [v for v in draw.get_shared() if isinstance(v.type, RandomGeneratorType)]
-            self._compiled = (draw, evaluator, rngs)
-        return self._compiled
+            self._compiled = (draw, rngs)
+        draw, rngs = self._compiled
+        reseed_rngs(rngs, seed)
+        *values, labels, truth = draw()
+        params = {name: np.asarray(v) for name, v in zip(self.names, values, strict=True)}
+        return params, np.asarray(labels), np.asarray(truth)
 
     def parameters(self, seed: int) -> dict[str, np.ndarray]:
         """Free and deterministic variables drawn from the prior."""
-        draw, _, rngs = self._functions()
-        reseed_rngs(rngs, seed)
-        values = draw()
-        return {name: np.asarray(v) for name, v in zip(self.names, values, strict=True)}
+        return self._draw(seed)[0]
 
     def simulate(self, seed: int) -> Simulation:
         """Parameters, true categories and labels for one seed."""
-        seeds = np.random.SeedSequence(seed).spawn(2)
-        params = self.parameters(int(seeds[0].generate_state(1)[0]))
-        rng = np.random.default_rng(seeds[1])
+        params, labels, truth = self._draw(seed)
         data = self.data
-        prevalence = params["prevalence"]
-        truth = rng.choice(data.n_categories, size=data.n_items, p=prevalence / prevalence.sum())
-        draw = xr.Dataset(
-            {
-                name: (("chain", "draw", *self.coords[name]), params[name][None, None])
-                for name in self.free_names
-            }
-        )
-        _, (log_prob,) = next(self._functions()[1].iterate(draw))
-        # (annotation, category): each label's distribution given its item's true category.
-        rows = log_prob[0][np.arange(data.n_annotations), truth[data.item_index]]
-        labels = np.argmax(rows + rng.gumbel(size=rows.shape), axis=1)  # Gumbel-max draw
         categories = np.asarray(self.categories)
         annotations = pd.DataFrame(
             {
@@ -235,7 +239,7 @@ class _PriorSimulator:
         return Simulation(
             annotations=annotations,
             true_labels=true_labels,
-            prevalence=prevalence,
+            prevalence=params["prevalence"],
             confusion=np.full(0, np.nan) if confusion is None else confusion,
             categories=list(self.categories),
             annotators=list(data.annotators),
@@ -261,15 +265,15 @@ def simulate_from_prior(
 
     The model is built on a fixed design: item ``i`` is labelled by annotators ``i``,
     ``i + 1``, ..., ``i + labels_per_item - 1`` (mod ``n_annotators``); only the labels are
-    random. Its free variables are drawn from their priors (deterministic ones follow), each
-    item's true category from ``prevalence``, and each label from the model's
-    ``annotation_log_probability`` at those values: the generative process that the fit
-    inverts, whatever the model.
+    random. Its free variables are drawn from their priors (deterministic ones follow), then
+    the labels from the generative graph of the model's observed ``labels`` (built with
+    ``replicate="new-items"``): each item's true category from ``prevalence``, each label
+    given it. This is the generative process that the fit inverts, whatever the model.
 
     Parameters
     ----------
     estimator_or_name : str or BayesianCrowdModel
-        A name in :data:`~crowdbayes.estimators.MODELS` or an estimator (its priors are used).
+        A name in :data:`~crowdbayes.models.MODELS` or an estimator (its priors are used).
     n_items, n_annotators, labels_per_item, n_categories : int
         The design: ``labels_per_item`` distinct annotators per item; categories are
         ``0 .. n_categories - 1`` and annotators ``a0, a1, ...``.
@@ -284,8 +288,8 @@ def simulate_from_prior(
     Raises
     ------
     ValueError
-        For an unknown or non-Bayesian model, a model whose prior has extra potentials, or a
-        design that cannot be built.
+        For an unknown or non-Bayesian model, a model with potentials or observed variables
+        other than ``labels``, or a design that cannot be built.
 
     Examples
     --------
@@ -301,350 +305,7 @@ def simulate_from_prior(
     return simulator.simulate(seed_to_int(random_seed))
 
 
-# ----------------------------------------------------------------------------- compiled reuse
-class _NotReusable(Exception):
-    """The model's graph does not depend on the labels only through constant arrays."""
-
-
-def _graph_constants(model: pm.Model) -> tuple[Any, list[tuple[Any, int, Constant]]]:
-    """The model as a FunctionGraph and every (op, input position, constant) in graph order."""
-    from pymc.model.fgraph import fgraph_from_model
-
-    fgraph, _ = fgraph_from_model(model)
-    found = []
-    for node in fgraph.toposort():
-        for position, inp in enumerate(node.inputs):
-            if isinstance(inp, Constant):
-                found.append((node, position, inp))
-    return fgraph, found
-
-
-def _same_site(a: tuple[Any, int, Constant], b: tuple[Any, int, Constant]) -> bool:
-    return a[0].op == b[0].op and a[1] == b[1] and a[2].type == b[2].type
-
-
-class _SharedLabelModel:
-    """The model on the fixed design with its label-dependent constants made shared variables.
-
-    Parameters
-    ----------
-    estimator : BayesianCrowdModel
-    first, second : AnnotationData
-        The same design with labels that differ everywhere.
-    """
-
-    def __init__(
-        self, estimator: BayesianCrowdModel, first: AnnotationData, second: AnnotationData
-    ) -> None:
-        from pymc.model.fgraph import model_from_fgraph
-
-        self.estimator = estimator
-        fgraph, sites = _graph_constants(estimator.build_model(first))
-        _, other = _graph_constants(estimator.build_model(second))
-        if len(sites) != len(other) or not all(map(_same_site, sites, other)):
-            raise _NotReusable("the model's graph changes with the labels")
-        varying: dict[Constant, pytensor.compile.SharedVariable] = {}
-        for (_, _, const), (_, _, alt) in zip(sites, other, strict=True):
-            if const not in varying and not np.array_equal(const.data, alt.data):
-                varying[const] = pytensor.shared(
-                    np.array(const.data),
-                    name=f"sbc_labels_{len(varying)}",
-                    shape=const.type.shape,
-                )
-        if not varying:
-            raise _NotReusable("no constant of the model's graph depends on the labels")
-        for node, position, const in sites:
-            if const in varying:
-                fgraph.change_node_input(node, position, varying[const], import_missing=True)
-        self.sites = sites
-        self.shared = varying
-        self.model = model_from_fgraph(fgraph, mutate_fgraph=True)
-
-    def values_for(self, data: AnnotationData) -> dict[str, np.ndarray] | None:
-        """Values of the shared variables for ``data``; None when its graph does not match."""
-        _, sites = _graph_constants(self.estimator.build_model(data))
-        if len(sites) != len(self.sites):
-            return None
-        values: dict[str, np.ndarray] = {}
-        for ref, new in zip(self.sites, sites, strict=True):
-            if not _same_site(ref, new):
-                return None
-            const = ref[2]
-            if const in self.shared:
-                name = str(self.shared[const].name)
-                if name in values and not np.array_equal(values[name], new[2].data):
-                    return None
-                values[name] = np.asarray(new[2].data)
-            elif not np.array_equal(const.data, new[2].data):
-                return None
-        return values
-
-
-class _ReusedNutpie:
-    """nutpie's compiled model of a :class:`_SharedLabelModel`, sampled per data set."""
-
-    def __init__(self, shared: _SharedLabelModel) -> None:
-        import nutpie
-
-        self.shared = shared
-        model = shared.model
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
-            self.compiled = nutpie.compile_pymc_model(model)
-        fields = {f.name for f in dataclasses.fields(self.compiled)}
-        if "initial_point_func" not in fields or not hasattr(self.compiled, "with_data"):
-            raise _NotReusable("this nutpie version cannot take per-data initial points")
-        self.value_names = [model.rvs_to_values[rv].name for rv in model.free_RVs]
-
-    def sample(
-        self,
-        values: dict[str, np.ndarray],
-        initvals: dict[str, np.ndarray],
-        *,
-        draws: int,
-        tune: int,
-        chains: int,
-        seed: int,
-        cores: int | None,
-        target_accept: float,
-    ) -> xr.DataTree:
-        """Sample as ``pm.sample(nuts_sampler="nutpie", initvals=initvals)`` would."""
-        import nutpie
-        from pymc.initial_point import make_initial_point_fn
-
-        model = self.shared.model
-        with _fast_compile():
-            # As PyMC passes initvals to nutpie: each chain starts at them, jittered.
-            point_fn = make_initial_point_fn(
-                model=model,
-                overrides=initvals,
-                jitter_rvs=set(model.free_RVs),
-                return_transformed=True,
-            )
-        lock = threading.Lock()
-        names = self.value_names
-
-        def initial_point(chain_seed: Any) -> np.ndarray:
-            with lock:
-                point = point_fn(chain_seed)
-            return np.concatenate([np.asarray(point[n], dtype="float64").ravel() for n in names])
-
-        compiled = dataclasses.replace(
-            self.compiled.with_data(**values), initial_point_func=initial_point
-        )
-        return nutpie.sample(
-            compiled,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores if cores is not None else chains,
-            seed=seed,
-            save_warmup=False,
-            progress_bar=False,
-            target_accept=target_accept,
-        )
-
-
-# ----------------------------------------------------------------------------- results
-def _holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (valid under any dependence)."""
-    p = np.asarray(p_values, dtype=float)
-    m = len(p)
-    order = np.argsort(p)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[index]))
-        adjusted[index] = running
-    return adjusted
-
-
-def rank_bin_probabilities(n_ranks: int, bins: int) -> np.ndarray:
-    """P(rank falls in each bin) under uniformity: ranks ``0..n_ranks`` binned evenly.
-
-    Rank ``r`` goes to bin ``floor(r * bins / (n_ranks + 1))``.
-
-    Examples
-    --------
-    >>> rank_bin_probabilities(4, 2).tolist()  # ranks 0, 1, 2 | 3, 4
-    [0.6, 0.4]
-    """
-    values = np.arange(n_ranks + 1)
-    return np.bincount(values * bins // (n_ranks + 1), minlength=bins) / (n_ranks + 1)
-
-
-def rank_histogram(
-    ranks: np.ndarray, n_ranks: np.ndarray, bins: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Observed and expected (under uniformity) counts of ranks per bin.
-
-    Simulations may differ in ``n_ranks`` (chains dropped for label switching); the expected
-    counts add each simulation's exact bin probabilities (:func:`rank_bin_probabilities`).
-
-    Parameters
-    ----------
-    ranks, n_ranks : numpy.ndarray of int
-        One entry per simulation.
-    bins : int
-
-    Returns
-    -------
-    observed, expected : numpy.ndarray, shape (bins,)
-
-    Examples
-    --------
-    >>> obs, exp = rank_histogram(np.array([0, 1, 4]), np.array([4, 4, 4]), 2)
-    >>> obs.tolist(), exp.round(2).tolist()
-    ([2.0, 1.0], [1.8, 1.2])
-    """
-    ranks = np.asarray(ranks, dtype=np.int64)
-    n_ranks = np.asarray(n_ranks, dtype=np.int64)
-    observed = np.bincount(ranks * bins // (n_ranks + 1), minlength=bins).astype(float)
-    expected = np.zeros(bins)
-    for size, count in zip(*np.unique(n_ranks, return_counts=True), strict=True):
-        expected += count * rank_bin_probabilities(int(size), bins)
-    return observed, expected
-
-
-def default_bins(n_simulations: int, min_ranks: int) -> int:
-    """Bins of the rank histogram: about 5 simulations per bin, 2 to 20 bins.
-
-    Examples
-    --------
-    >>> default_bins(100, 99), default_bins(12, 99), default_bins(1000, 9)
-    (20, 2, 10)
-    """
-    return int(max(2, min(20, n_simulations // 5, min_ranks + 1)))
-
-
-@dataclass
-class SBCResult:
-    """Ranks of true parameters among posterior draws, per simulation.
-
-    Attributes
-    ----------
-    model : str
-        The model's name.
-    ranks : pandas.DataFrame
-        One row per simulation and scalar parameter: ``simulation``, ``variable``,
-        ``parameter`` (e.g. ``prevalence[1]``), ``rank`` (posterior draws below the true value,
-        ties split at random) and ``n_ranks`` (thinned draws; ranks lie in ``0..n_ranks``).
-    fits : pandas.DataFrame
-        One row per simulation: ``seed`` (reproduces the data with
-        :func:`simulate_from_prior`), ``fit_seed``, ``seconds``, ``reused`` (sampled with the
-        compiled model), ``n_chains`` kept, ``n_divergent``, ``max_rhat``, ``min_ess_bulk``,
-        ``permuted_chains`` (chains found label-permuted and relabelled or dropped),
-        ``warnings`` (the SamplingWarning messages) and ``flagged`` (any of them).
-    settings : dict
-        The design and sampler settings.
-    wall_seconds : float
-        Time of the whole run.
-    setup_seconds : float
-        Time spent before the first simulation (model building and compilation).
-    """
-
-    model: str
-    ranks: pd.DataFrame
-    fits: pd.DataFrame
-    settings: dict[str, Any] = field(default_factory=dict)
-    wall_seconds: float = float("nan")
-    setup_seconds: float = float("nan")
-
-    @property
-    def n_simulations(self) -> int:
-        """Number of simulations."""
-        return len(self.fits)
-
-    @property
-    def parameters(self) -> list[str]:
-        """The ranked scalar parameters, in order."""
-        return list(dict.fromkeys(self.ranks["parameter"]))
-
-    @property
-    def n_flagged(self) -> int:
-        """Fits that emitted a SamplingWarning."""
-        return int(self.fits["flagged"].sum())
-
-    @property
-    def n_permuted(self) -> int:
-        """Fits with at least one label-permuted chain."""
-        return int((self.fits["permuted_chains"] != "").sum())
-
-    def uniformity(self, bins: int | None = None) -> pd.DataFrame:
-        """Test each parameter's ranks for uniformity.
-
-        Two tests per parameter: a chi-square test of the binned ranks against their exact
-        expected counts (sensitive to ranks piled at both ends or in the middle) and a
-        Kolmogorov-Smirnov test of the normalised ranks ``(rank + 0.5) / (n_ranks + 1)``
-        (sensitive to a shift). ``p`` combines them (twice the smaller, at most 1);
-        ``p_adjusted`` is Holm-adjusted over parameters, valid however the parameters depend
-        on each other. :meth:`combined_p_value` is the smallest ``p_adjusted``.
-
-        Parameters
-        ----------
-        bins : int, optional
-            Default :func:`default_bins`.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Indexed by parameter: ``n``, ``chi2``, ``df``, ``chi2_p``, ``ks``, ``ks_p``,
-            ``p``, ``p_adjusted``.
-
-        Examples
-        --------
-        >>> rng = np.random.default_rng(0)
-        >>> ranks = pd.DataFrame({"simulation": np.arange(200), "variable": "x",
-        ...                       "parameter": "x", "rank": rng.integers(0, 100, 200),
-        ...                       "n_ranks": 99})
-        >>> fits = pd.DataFrame({"flagged": [False] * 200, "permuted_chains": [""] * 200})
-        >>> table = SBCResult("toy", ranks, fits).uniformity()
-        >>> bool(table.loc["x", "p"] > 0.01), int(table.loc["x", "df"])
-        (True, 19)
-        """
-        rows = []
-        for name, group in self.ranks.groupby("parameter", sort=False):
-            rank = group["rank"].to_numpy(dtype=np.int64)
-            n_ranks = group["n_ranks"].to_numpy(dtype=np.int64)
-            n_bins = bins if bins is not None else default_bins(len(rank), int(n_ranks.min()))
-            if n_bins < 2 or n_bins > n_ranks.min() + 1:
-                raise ValueError(f"bins must lie between 2 and {n_ranks.min() + 1}, got {n_bins}")
-            observed, expected = rank_histogram(rank, n_ranks, n_bins)
-            chi2 = float(((observed - expected) ** 2 / expected).sum())
-            chi2_p = float(stats.chi2.sf(chi2, n_bins - 1))
-            ks = stats.kstest((rank + 0.5) / (n_ranks + 1), "uniform")
-            rows.append(
-                {
-                    "parameter": name,
-                    "n": len(rank),
-                    "chi2": chi2,
-                    "df": n_bins - 1,
-                    "chi2_p": chi2_p,
-                    "ks": float(ks.statistic),
-                    "ks_p": float(ks.pvalue),
-                    "p": min(1.0, 2.0 * min(chi2_p, float(ks.pvalue))),
-                }
-            )
-        table = pd.DataFrame(rows).set_index("parameter")
-        table["p_adjusted"] = _holm(table["p"].to_numpy())
-        return table
-
-    def combined_p_value(self, bins: int | None = None) -> float:
-        """One p-value for "every parameter's ranks are uniform" (Holm / Bonferroni).
-
-        Examples
-        --------
-        >>> ranks = pd.DataFrame({"simulation": np.arange(30), "variable": "x",
-        ...                       "parameter": "x", "rank": np.zeros(30, dtype=int),
-        ...                       "n_ranks": 99})
-        >>> fits = pd.DataFrame({"flagged": [False] * 30, "permuted_chains": [""] * 30})
-        >>> SBCResult("toy", ranks, fits).combined_p_value() < 1e-6  # every rank is 0
-        True
-        """
-        return float(self.uniformity(bins)["p_adjusted"].min())
-
-
-# ----------------------------------------------------------------------------- SBC
+# ----------------------------------------------------------------------------- fits and ranks
 def _select_elements(
     truth: xr.DataArray, max_elements: int | None, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[str]]:
@@ -694,6 +355,46 @@ def _reemit(caught: Sequence[warnings.WarningMessage]) -> list[str]:
     return messages
 
 
+def _fit(
+    estimator: BayesianCrowdModel, data: AnnotationData, seed: int, **sampling: Any
+) -> tuple[xr.Dataset, Diagnostics]:
+    """Posterior draws and diagnostics of ``data`` as ``fit`` samples them.
+
+    EM starting values, the model's target acceptance,
+    :func:`~crowdbayes.inference.sample_posterior` (``sampling``: draws, tune, chains, sampler,
+    cores), the label-switching fix and the convergence diagnostics, whose messages are warned
+    as SamplingWarning. Not run: the label summaries, so neither the check that chains agree
+    on each item's label probabilities.
+    """
+    priors = estimator.resolved_priors()
+    start = estimator.start(data, priors)
+    with c_backend():
+        tree = sample_posterior(
+            type(estimator).builder(data, priors),
+            random_seed=seed,
+            initvals=start.initial_values,
+            target_accept=estimator.default_target_accept,
+            progressbar=False,
+            **sampling,
+        )
+    posterior, sample_stats, permuted, relabelled = fix_label_switching(
+        tree["posterior"].to_dataset(),
+        tree["sample_stats"].to_dataset(),
+        data,
+        exact=estimator.relabel_exact,
+    )
+    diagnostics = compute_diagnostics(
+        posterior,
+        sample_stats,
+        [v for v in estimator.diagnostic_vars if v in posterior],
+        permuted_chains=permuted,
+        relabelled=relabelled,
+    )
+    for message in diagnostics.messages:
+        warnings.warn(f"{estimator.name}: {message}", SamplingWarning, stacklevel=2)
+    return posterior, diagnostics
+
+
 def simulation_based_calibration(
     estimator_or_name: Any,
     *,
@@ -711,21 +412,20 @@ def simulation_based_calibration(
     parameters: Sequence[str] | None = None,
     max_elements: int | None = MAX_ELEMENTS,
     simulate_with: Any = None,
-    reuse_compiled: bool = True,
     cores: int | None = None,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> SBCResult:
     """Simulation-based calibration: rank true parameters among posterior draws.
 
     For each simulation, parameters and labels are drawn with :func:`simulate_from_prior`
-    (on the same fixed design every time), the model is fitted by NUTS as a user would fit it
-    (EM starting values, label-switching check, diagnostics), every ``thin``-th draw of each
-    chain is kept, and the rank of each true global parameter among the kept draws is
-    recorded. Fits that emit a :class:`~crowdbayes.diagnostics.SamplingWarning` or have
-    label-permuted chains are kept and reported in :attr:`SBCResult.fits`: dropping them
-    would bias the ranks. (Sampled with the compiled-once model, a fit runs the same steps as
-    ``fit`` except the check that chains agree on each item's label probabilities, which needs
-    the per-draw label probabilities; R-hat, ESS, divergences and label switching are checked.)
+    (on the same fixed design every time), the model is fitted by NUTS as ``fit`` samples it
+    (EM starting values, the model's target acceptance, label-switching check, diagnostics),
+    every ``thin``-th draw of each chain is kept, and the rank of each true global parameter
+    among the kept draws is recorded. Fits that emit a
+    :class:`~crowdbayes.diagnostics.SamplingWarning` or have label-permuted chains are kept
+    and reported in :attr:`SBCResult.fits`: dropping them would bias the ranks. (``fit``'s
+    label summaries are not computed, so neither is its check that chains agree on each
+    item's label probabilities; R-hat, ESS, divergences and label switching are checked.)
 
     Parameters
     ----------
@@ -737,8 +437,9 @@ def simulation_based_calibration(
     draws, tune, chains : int
         NUTS settings of each fit.
     sampler : {"nutpie", "pymc", "numpyro", "blackjax"}
-        With ``"nutpie"`` the model is compiled once and reused (see the module notes);
-        otherwise each simulation calls ``fit`` (``"pymc"`` compiles with the C backend).
+        With ``"nutpie"`` the model is compiled once, before the first simulation, and every
+        fit reuses it (see the module notes); ``"pymc"`` compiles every fit with the C
+        backend.
     thin : int
         Keep every ``thin``-th draw of each chain, so that ranks come from nearly independent
         draws (autocorrelated draws pile ranks at the ends).
@@ -751,10 +452,8 @@ def simulation_based_calibration(
     simulate_with : str or BayesianCrowdModel, optional
         Draw the data from this model instead (for instance other priors): then ranks should
         **not** be uniform, which checks that the test has power.
-    reuse_compiled : bool
-        Compile the nutpie model once (default). False calls ``fit`` every time.
     cores : int, optional
-        Chains run in parallel (the samplers' default when None).
+        Chains run in parallel (default: as :func:`~crowdbayes.inference.sample_posterior`).
     callback : callable, optional
         Called after each simulation with its index and its row of :attr:`SBCResult.fits`.
 
@@ -808,75 +507,23 @@ def simulation_based_calibration(
     chosen = {
         name: _select_elements(simulator.truth(first, name), max_elements, rng) for name in names
     }
-
-    reused: _ReusedNutpie | None = None
-    if sampler == "nutpie" and reuse_compiled:
-        design = simulator.data
-        frame = design.to_frame()
-        shifted = frame.assign(label=(frame["label"] + 1) % n_categories)
-        try:
-            shared = _SharedLabelModel(
-                estimator, design, encode_annotations(shifted, categories=simulator.categories)
-            )
-            reused = _ReusedNutpie(shared)
-        except _NotReusable:
-            reused = None
+    if sampler == "nutpie":
+        # the one compile of the model structure; every fit takes its callbacks
+        with c_backend():
+            compile_model(type(estimator).builder(first.data, estimator.resolved_priors()))
     setup_seconds = time.perf_counter() - started
 
-    priors = estimator._resolved_priors()
+    sampling = {"draws": draws, "tune": tune, "chains": chains, "sampler": sampler, "cores": cores}
     rank_rows: list[dict[str, Any]] = []
     fit_rows: list[dict[str, Any]] = []
     for s in range(n_simulations):
         t0 = time.perf_counter()
         sim = first if s == 0 else simulator.simulate(int(sim_seeds[s]))
         fit_seed = int(fit_seeds[s])
-        values = None
-        data = None
-        if reused is not None:
-            data = encode_annotations(sim.annotations, categories=sim.categories)
-            values = reused.shared.values_for(data)
+        reused_before = reused_callbacks()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SamplingWarning)
-            if reused is not None and values is not None and data is not None:
-                em = estimator._em(data, priors)
-                tree = reused.sample(
-                    values,
-                    estimator._initial_values(em, data),
-                    draws=draws,
-                    tune=tune,
-                    chains=chains,
-                    seed=fit_seed,
-                    cores=cores,
-                    target_accept=estimator.default_target_accept,  # as fit() samples
-                )
-                posterior, sample_stats, permuted, relabelled = estimator._fix_label_switching(
-                    tree["posterior"].to_dataset(), tree["sample_stats"].to_dataset(), data
-                )
-                diagnostics = compute_diagnostics(
-                    posterior,
-                    sample_stats,
-                    [v for v in estimator.diagnostic_vars if v in posterior],
-                    permuted_chains=permuted,
-                    relabelled=relabelled,
-                )
-                for message in diagnostics.messages:
-                    warnings.warn(f"{estimator.name}: {message}", SamplingWarning, stacklevel=2)
-            else:
-                fitted = _as_bayesian(estimator)
-                with _fast_compile():
-                    fitted.fit(
-                        sim.annotations,
-                        categories=sim.categories,
-                        draws=draws,
-                        tune=tune,
-                        chains=chains,
-                        sampler=sampler,
-                        random_seed=fit_seed,
-                        progressbar=False,
-                        cores=cores,
-                    )
-                posterior = fitted.datatree_["posterior"].to_dataset()
-                diagnostics = fitted.diagnostics_
+            posterior, diagnostics = _fit(estimator, sim.data, fit_seed, **sampling)
         messages = [m.removeprefix(f"{estimator.name}: ") for m in _reemit(caught)]
         for name in names:
             truth = simulator.truth(sim, name)
@@ -897,7 +544,7 @@ def simulation_based_calibration(
             "seed": int(sim_seeds[s]),
             "fit_seed": fit_seed,
             "seconds": time.perf_counter() - t0,
-            "reused": values is not None,
+            "reused": reused_callbacks() > reused_before,
             "n_chains": int(posterior.sizes["chain"]),
             "n_divergent": diagnostics.n_divergent,
             "max_rhat": diagnostics.max_rhat,
@@ -910,11 +557,12 @@ def simulation_based_calibration(
         if callback is not None:
             callback(s, row)
 
+    fits = pd.DataFrame(fit_rows).set_index("simulation")
     settings = {
         "model": estimator.name,
         "simulated_with": generator.name,
-        "priors": estimator._resolved_priors().to_dict(),
-        "simulation_priors": generator._resolved_priors().to_dict(),
+        "priors": estimator.resolved_priors().to_dict(),
+        "simulation_priors": generator.resolved_priors().to_dict(),
         "n_items": n_items,
         "n_annotators": n_annotators,
         "labels_per_item": labels_per_item,
@@ -924,17 +572,14 @@ def simulation_based_calibration(
         "chains": chains,
         "thin": thin,
         "sampler": sampler,
-        "compiled_once": reused is not None,
+        "compiled_once": bool(fits["reused"].all()),
         "random_seed": seed,
     }
     return SBCResult(
         model=estimator.name,
         ranks=pd.DataFrame(rank_rows),
-        fits=pd.DataFrame(fit_rows).set_index("simulation"),
+        fits=fits,
         settings=settings,
         wall_seconds=time.perf_counter() - started,
         setup_seconds=setup_seconds,
     )
-
-
-__all__ += ["rank_bin_probabilities", "rank_histogram", "default_bins"]
