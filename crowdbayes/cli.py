@@ -26,13 +26,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 import pandas as pd
+
+from crowdbayes import __version__
+from crowdbayes.compare import _comparable_models, compare
+from crowdbayes.data import AnnotationData, _pick_column, encode_annotations, read_annotations
+from crowdbayes.demo import run_demo
+from crowdbayes.diagnostics import SamplingWarning
+from crowdbayes.estimators import CrowdModel
+from crowdbayes.inference import SAMPLERS, seed_to_int
+from crowdbayes.models import MODELS, get_model
+from crowdbayes.results import FitResult
+from crowdbayes.simulate import simulate_dawid_skene, simulate_hierarchical_dawid_skene
+from crowdbayes.summaries import MAX_LOG_LIKELIHOOD_ELEMENTS
 
 __all__ = ["main"]
 
 PROG = "crowdbayes"
-PROGRESS_HELP = "hide the sampler's progress bar (it is shown only when stdout is a terminal)"
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
@@ -89,10 +99,6 @@ def _category_list(text: str) -> list[str]:
 
 # ---------------------------------------------------------------------- parser
 def _build_parser() -> _Parser:
-    from crowdbayes import __version__
-    from crowdbayes.estimators import MODELS
-    from crowdbayes.inference import SAMPLERS
-
     parser = _Parser(
         prog=PROG,
         description="Bayesian aggregation of crowd labels: fit, compare, simulate, demo.",
@@ -101,9 +107,15 @@ def _build_parser() -> _Parser:
     sub = parser.add_subparsers(
         dest="command", metavar="{fit,compare,simulate,demo}", required=True
     )
+    # fit and compare read the same data and sample alike; simulate writes to --out too
+    out = _out_options()
+    data = _data_options()
+    sampling = _sampling_options(draws=1000, tune=None, chains=4, seed=None)
+    nuts = _nuts_options()
 
     fit = sub.add_parser(
         "fit",
+        parents=[data, out, sampling, nuts],
         help="fit a model to a CSV of annotations and write labels, annotators, prevalence",
         description=(
             "Fit a crowd model to ANNOTATIONS (CSV, one row per label given) and write "
@@ -111,7 +123,6 @@ def _build_parser() -> _Parser:
             "to DIR. Nothing is written unless the data are valid and the fit succeeds."
         ),
     )
-    fit.add_argument("annotations", metavar="ANNOTATIONS", help="CSV file of annotations")
     fit.add_argument(
         "--model",
         default="dawid-skene",
@@ -119,7 +130,6 @@ def _build_parser() -> _Parser:
         metavar="NAME",
         help=f"model to fit: {', '.join(MODELS)} (default: dawid-skene)",
     )
-    fit.add_argument("--out", required=True, metavar="DIR", help="output folder")
     fit.add_argument(
         "--method",
         default="nuts",
@@ -127,7 +137,6 @@ def _build_parser() -> _Parser:
         help="full posterior by NUTS, its mode (fast, no intervals), or a variational "
         "approximation by ADVI (fast, approximate intervals) (default: nuts)",
     )
-    _add_sampling_options(fit, draws=1000, tune=None, chains=4, seed=None)
     fit.add_argument(
         "--vi-iterations",
         type=_vi_iterations,
@@ -135,48 +144,41 @@ def _build_parser() -> _Parser:
         metavar="N",
         help="ADVI steps for --method vi (default: 10,000 up to 100k label rows, fewer above)",
     )
-    fit.add_argument(
-        "--sampler",
-        default="nutpie",
-        choices=list(SAMPLERS),
-        help="NUTS implementation (default: nutpie)",
+
+    cmp = sub.add_parser(
+        "compare",
+        parents=[data, out, sampling, nuts],
+        help="fit several models by NUTS and rank them by PSIS-LOO",
+        description=(
+            "Fit each model to ANNOTATIONS by NUTS, write each one's outputs to DIR/<model>/ "
+            "as 'fit' does, rank the models by PSIS-LOO (leave one item out) and write the "
+            "table to DIR/compare.csv (model, elpd_loo, se, elpd_diff, dse, p_loo, warning; "
+            "best first). Nothing is written unless the data are valid and every fit succeeds."
+        ),
     )
-    fit.add_argument(
-        "--target-accept",
-        type=_open_probability,
-        default=None,
-        metavar="F",
-        help="NUTS target acceptance rate in (0, 1) (default: the model's, 0.65 or 0.8)",
+    cmp.add_argument(
+        "--models",
+        required=True,
+        type=_model_list,
+        metavar="a,b,...",
+        help=f"two or more models, comma-separated: {', '.join(_comparable_models())}",
     )
-    fit.add_argument("--gold", metavar="GOLD.csv", help="known true labels (columns item,label)")
-    fit.add_argument("--item-col", default="item", metavar="C", help="item column (default: item)")
-    fit.add_argument(
-        "--annotator-col",
-        default="annotator",
-        metavar="C",
-        help="annotator column (default: annotator)",
+    cmp.add_argument(
+        "--method",
+        default="nuts",
+        choices=["nuts", "map"],
+        help="must be nuts (the default): PSIS-LOO needs posterior draws",
     )
-    fit.add_argument(
-        "--label-col", default="label", metavar="C", help="label column (default: label)"
-    )
-    fit.add_argument(
-        "--categories",
-        type=_category_list,
-        default=None,
-        metavar="a,b,c",
-        help="the full set of categories, in order (default: the labels seen, sorted)",
-    )
-    fit.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
 
     sim = sub.add_parser(
         "simulate",
+        parents=[out],
         help="write simulated annotations with their truth",
         description=(
             "Simulate crowd labels and write annotations.csv (item,annotator,label), truth.csv "
             "(item,label) and annotators_truth.csv (annotator,accuracy) to DIR."
         ),
     )
-    sim.add_argument("--out", required=True, metavar="DIR", help="output folder")
     sim.add_argument(
         "--model",
         default="dawid-skene",
@@ -205,6 +207,7 @@ def _build_parser() -> _Parser:
 
     demo = sub.add_parser(
         "demo",
+        parents=[_sampling_options(draws=1000, tune=1000, chains=4, seed=2026)],
         help="simulate data, fit the hierarchical Dawid-Skene model, report and plot",
         description=(
             "Simulate a realistic crowd (25 annotators of varying skill, some spammers), fit the "
@@ -220,26 +223,54 @@ def _build_parser() -> _Parser:
         "--method",
         default="nuts",
         choices=["nuts", "map"],
-        help="NUTS (default), or the posterior mode only: seconds, no intervals",
+        help="NUTS (default), or the posterior mode only: fast, no intervals",
     )
-    _add_sampling_options(demo, draws=1000, tune=1000, chains=4, seed=2026)
-    demo.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
-    _add_compare_parser(sub)
     return parser
 
 
-def _add_sampling_options(
-    parser: argparse.ArgumentParser,
-    *,
-    draws: int,
-    tune: int | None,
-    chains: int,
-    seed: int | None,
-) -> None:
-    parser.add_argument(
+def _out_options() -> _Parser:
+    """Parent parser: the required output folder."""
+    parent = _Parser(add_help=False)
+    parent.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    return parent
+
+
+def _data_options() -> _Parser:
+    """Parent parser: the annotation file, its columns, the categories and gold labels."""
+    parent = _Parser(add_help=False)
+    parent.add_argument("annotations", metavar="ANNOTATIONS", help="CSV file of annotations")
+    group = parent.add_argument_group("data")
+    group.add_argument(
+        "--item-col", default="item", metavar="C", help="item column (default: item)"
+    )
+    group.add_argument(
+        "--annotator-col",
+        default="annotator",
+        metavar="C",
+        help="annotator column (default: annotator)",
+    )
+    group.add_argument(
+        "--label-col", default="label", metavar="C", help="label column (default: label)"
+    )
+    group.add_argument(
+        "--categories",
+        type=_category_list,
+        default=None,
+        metavar="a,b,c",
+        help="the full set of categories, in order (default: the labels seen, sorted)",
+    )
+    group.add_argument("--gold", metavar="GOLD.csv", help="known true labels (columns item,label)")
+    return parent
+
+
+def _sampling_options(*, draws: int, tune: int | None, chains: int, seed: int | None) -> _Parser:
+    """Parent parser: draws, tuning steps, chains, seed and the progress bar."""
+    parent = _Parser(add_help=False)
+    group = parent.add_argument_group("sampling")
+    group.add_argument(
         "--draws", type=_positive_int, default=draws, metavar="N", help=f"default: {draws}"
     )
-    parser.add_argument(
+    group.add_argument(
         "--tune",
         type=_non_negative_int,
         default=tune,
@@ -251,10 +282,10 @@ def _add_sampling_options(
             "1000 for the others)"
         ),
     )
-    parser.add_argument(
+    group.add_argument(
         "--chains", type=_positive_int, default=chains, metavar="N", help=f"default: {chains}"
     )
-    parser.add_argument(
+    group.add_argument(
         "--seed",
         type=_non_negative_int,
         default=seed,
@@ -262,12 +293,36 @@ def _add_sampling_options(
         help="random seed (default: "
         + ("fresh, recorded in the result)" if seed is None else f"{seed})"),
     )
+    group.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the sampler's progress bar (it is shown only when stdout is a terminal)",
+    )
+    return parent
+
+
+def _nuts_options() -> _Parser:
+    """Parent parser: the NUTS implementation and its target acceptance rate."""
+    parent = _Parser(add_help=False)
+    group = parent.add_argument_group("sampling")
+    group.add_argument(
+        "--sampler",
+        default="nutpie",
+        choices=list(SAMPLERS),
+        help="NUTS implementation (default: nutpie)",
+    )
+    group.add_argument(
+        "--target-accept",
+        type=_open_probability,
+        default=None,
+        metavar="F",
+        help="NUTS target acceptance rate in (0, 1) (default: the model's, 0.65 or 0.8)",
+    )
+    return parent
 
 
 def _model_list(text: str) -> list[str]:
     """``--models a,b,c``: two or more distinct models that have a likelihood."""
-    from crowdbayes.compare import _comparable_models
-
     names = [v.strip() for v in text.split(",")]
     allowed = _comparable_models()
     if any(v == "" for v in names):
@@ -286,70 +341,6 @@ def _model_list(text: str) -> list[str]:
     if len(names) < 2:
         raise argparse.ArgumentTypeError(f"needs at least two models to compare, got {text!r}")
     return names
-
-
-def _add_compare_parser(sub: Any) -> None:
-    from crowdbayes.compare import _comparable_models
-    from crowdbayes.inference import SAMPLERS
-
-    cmp = sub.add_parser(
-        "compare",
-        help="fit several models by NUTS and rank them by PSIS-LOO",
-        description=(
-            "Fit each model to ANNOTATIONS by NUTS, write each one's outputs to DIR/<model>/ "
-            "as 'fit' does, rank the models by PSIS-LOO (leave one item out) and write the "
-            "table to DIR/compare.csv (model, elpd_loo, se, elpd_diff, dse, p_loo, warning; "
-            "best first). Nothing is written unless the data are valid and every fit succeeds."
-        ),
-    )
-    cmp.add_argument("annotations", metavar="ANNOTATIONS", help="CSV file of annotations")
-    cmp.add_argument(
-        "--models",
-        required=True,
-        type=_model_list,
-        metavar="a,b,...",
-        help=f"two or more models, comma-separated: {', '.join(_comparable_models())}",
-    )
-    cmp.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    cmp.add_argument(
-        "--method",
-        default="nuts",
-        choices=["nuts", "map"],
-        help="must be nuts (the default): PSIS-LOO needs posterior draws",
-    )
-    _add_sampling_options(cmp, draws=1000, tune=None, chains=4, seed=None)
-    cmp.add_argument(
-        "--sampler",
-        default="nutpie",
-        choices=list(SAMPLERS),
-        help="NUTS implementation (default: nutpie)",
-    )
-    cmp.add_argument(
-        "--target-accept",
-        type=_open_probability,
-        default=None,
-        metavar="F",
-        help="NUTS target acceptance rate in (0, 1) (default: the model's, 0.65 or 0.8)",
-    )
-    cmp.add_argument("--gold", metavar="GOLD.csv", help="known true labels (columns item,label)")
-    cmp.add_argument("--item-col", default="item", metavar="C", help="item column (default: item)")
-    cmp.add_argument(
-        "--annotator-col",
-        default="annotator",
-        metavar="C",
-        help="annotator column (default: annotator)",
-    )
-    cmp.add_argument(
-        "--label-col", default="label", metavar="C", help="label column (default: label)"
-    )
-    cmp.add_argument(
-        "--categories",
-        type=_category_list,
-        default=None,
-        metavar="a,b,c",
-        help="the full set of categories, in order (default: the labels seen, sorted)",
-    )
-    cmp.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -381,8 +372,6 @@ def _run_reporting_warnings[T](func: Callable[[], T]) -> T:
     user warnings (such as gold items without annotations) become ``crowdbayes: warning: ...``
     lines, every time. Warnings of other libraries are left to the active warning filters.
     """
-    from crowdbayes.diagnostics import SamplingWarning
-
     original = warnings.showwarning
 
     def show(
@@ -411,22 +400,40 @@ def _is_ours(category: type[Warning], filename: str) -> bool:
     )
 
 
-def _read_table(path_text: str, what: str) -> pd.DataFrame:
-    from crowdbayes.data import read_annotations
-
-    path = Path(path_text)
+def _read_data(args: argparse.Namespace) -> AnnotationData:
+    """The annotations of ``fit`` and ``compare``, read, checked and encoded."""
+    path = Path(args.annotations)
     if path.exists() and not path.is_file():
-        raise ValueError(f"{what} {path_text!r} is not a file")
+        raise ValueError(f"annotation file {args.annotations!r} is not a file")
     try:
-        return read_annotations(path)
+        frame = read_annotations(path)
     except OSError as err:
-        raise ValueError(f"cannot read {what} {path_text!r}: {err.strerror or err}") from None
+        raise ValueError(
+            f"cannot read annotation file {args.annotations!r}: {err.strerror or err}"
+        ) from None
+    categories = (
+        None
+        if args.categories is None
+        else _typed_categories(args.categories, frame, args.label_col)
+    )
+    if args.gold is not None:
+        gold_path = Path(args.gold)
+        if gold_path.exists() and not gold_path.is_file():
+            raise ValueError(f"gold file {args.gold!r} is not a file")
+    return _run_reporting_warnings(
+        lambda: encode_annotations(
+            frame,
+            item_col=args.item_col,
+            annotator_col=args.annotator_col,
+            label_col=args.label_col,
+            categories=categories,
+            gold=args.gold,
+        )
+    )
 
 
 def _typed_categories(tokens: list[str], frame: pd.DataFrame, label_col: str) -> list[Any]:
     """Declared categories with the type the label column was read with (CSV ints stay ints)."""
-    from crowdbayes.data import _pick_column
-
     try:
         name = _pick_column(frame, label_col, (), "label")
     except ValueError:
@@ -448,61 +455,32 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stdout.isatty()
 
 
-def _format_seconds(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+def _timed_fit(
+    model: CrowdModel, data: AnnotationData, args: argparse.Namespace, **how: Any
+) -> str:
+    """Fit ``model`` with the sampling options of ``args``; return how long it took, in words.
 
-
-# ---------------------------------------------------------------------- fit
-def _cmd_fit(args: argparse.Namespace) -> int:
-    from crowdbayes.data import encode_annotations
-    from crowdbayes.estimators import get_model
-
-    out = Path(args.out)
-    _check_out_dir(out)
-    frame = _read_table(args.annotations, "annotation file")
-    categories = (
-        None
-        if args.categories is None
-        else _typed_categories(args.categories, frame, args.label_col)
-    )
-    if args.gold is not None:
-        gold_path = Path(args.gold)
-        if gold_path.exists() and not gold_path.is_file():
-            raise ValueError(f"gold file {args.gold!r} is not a file")
-    model = get_model(args.model)
-
-    def fit() -> Any:
-        data = encode_annotations(
-            frame,
-            item_col=args.item_col,
-            annotator_col=args.annotator_col,
-            label_col=args.label_col,
-            categories=categories,
-            gold=args.gold,
-        )
-        start = time.perf_counter()
-        model.fit(
+    ``how`` holds the method and seed. The first fit of a model compiles it; later fits reuse
+    the compiled code.
+    """
+    start = time.perf_counter()
+    _run_reporting_warnings(
+        lambda: model.fit(
             data,
-            method=args.method,
             draws=args.draws,
             tune=args.tune,
             chains=args.chains,
             sampler=args.sampler,
-            random_seed=args.seed,
             target_accept=args.target_accept,
             progressbar=_show_progress(args),
-            vi_iterations=getattr(args, "vi_iterations", None),
+            **how,
         )
-        return time.perf_counter() - start
-
-    elapsed = _run_reporting_warnings(fit)
-    result = model.result_
-    written = _write_fit_outputs(result, out)
-    _print_fit_summary(result, elapsed, out, written)
-    return 0
+    )
+    seconds = time.perf_counter() - start
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
-def _write_fit_outputs(result: Any, out: Path) -> list[str]:
+def _write_fit_outputs(result: FitResult, out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     labels = result.labels().drop(columns="entropy")
     labels.index.name = "item"
@@ -522,62 +500,27 @@ def _write_fit_outputs(result: Any, out: Path) -> list[str]:
     return [*written, "fit.nc", "summary.txt"]
 
 
-def _describe_fit(attrs: Any) -> str:
-    from crowdbayes.results import _at_target_accept
-
-    method = str(attrs["method"])
-    if method == "nuts":
-        return (
-            f"by NUTS ({attrs['sampler']}, {attrs['chains']} chains x {attrs['draws']} draws "
-            f"after {attrs['tune']} tuning steps{_at_target_accept(attrs)}, "
-            f"seed {attrs['random_seed']})"
-        )
-    if method == "map":
-        return "by its posterior mode (no intervals)"
-    if method == "vi":
-        return (
-            f"by ADVI ({attrs.get('vi_iterations')} steps, {attrs['draws']} draws from the "
-            f"approximation, seed {attrs['random_seed']})"
-        )
-    return "by counting votes"
-
-
-def _diagnostics_line(diag: Any, method: str) -> str:
-    if method != "nuts":
-        return "diagnostics: point estimate, no sampling diagnostics"
-    numbers = (
-        f"max R-hat {diag.max_rhat:.3f}, min bulk ESS {diag.min_ess_bulk:.0f}, "
-        f"{diag.n_divergent} divergent transition(s)"
+# ---------------------------------------------------------------------- commands
+def _cmd_fit(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_out_dir(out)
+    data = _read_data(args)
+    model = get_model(args.model)
+    took = _timed_fit(
+        model,
+        data,
+        args,
+        method=args.method,
+        random_seed=args.seed,
+        vi_iterations=args.vi_iterations,
     )
-    if diag.ok:
-        return f"diagnostics: no problems found ({numbers})"
-    return (
-        f"diagnostics: {len(diag.messages)} problem(s), listed above and in summary.txt ({numbers})"
-    )
+    written = _write_fit_outputs(model.result_, out)
+    print(model.result_.overview())
+    print(f"took {took}; wrote to {out}/: {', '.join(written)}")
+    return 0
 
 
-def _print_fit_summary(result: Any, elapsed: float, out: Path, written: list[str]) -> None:
-    data = result.data
-    attrs = result.datatree.attrs
-    labels = result.labels()
-    unsure = int((labels["probability"] < 0.9).sum())
-    print(f"fitted {result.model_name} {_describe_fit(attrs)} in {_format_seconds(elapsed)}")
-    print(
-        f"data: {data.n_annotations} labels, {data.n_items} items, {data.n_annotators} "
-        f"annotators, {data.n_categories} categories, {data.n_gold} gold items"
-    )
-    print(_diagnostics_line(result.diagnostics, str(attrs["method"])))
-    print(f"labels: {unsure} of {len(labels)} items have posterior-mode probability < 0.9")
-    print(f"wrote to {out}/: {', '.join(written)}")
-
-
-# ---------------------------------------------------------------------- compare
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from crowdbayes.compare import compare
-    from crowdbayes.data import encode_annotations
-    from crowdbayes.estimators import MAX_LOG_LIKELIHOOD_ELEMENTS, get_model
-    from crowdbayes.inference import seed_to_int
-
     if args.method != "nuts":
         raise CommandLineError(
             f"--method {args.method}: a posterior mode has no draws, so PSIS-LOO cannot compare "
@@ -585,27 +528,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     _check_out_dir(out)
-    frame = _read_table(args.annotations, "annotation file")
-    categories = (
-        None
-        if args.categories is None
-        else _typed_categories(args.categories, frame, args.label_col)
-    )
-    if args.gold is not None:
-        gold_path = Path(args.gold)
-        if gold_path.exists() and not gold_path.is_file():
-            raise ValueError(f"gold file {args.gold!r} is not a file")
-    models = {name: get_model(name) for name in args.models}
-    data = _run_reporting_warnings(
-        lambda: encode_annotations(
-            frame,
-            item_col=args.item_col,
-            annotator_col=args.annotator_col,
-            label_col=args.label_col,
-            categories=categories,
-            gold=args.gold,
-        )
-    )
+    data = _read_data(args)
     size = args.chains * args.draws * data.n_items
     if size > MAX_LOG_LIKELIHOOD_ELEMENTS:
         raise CommandLineError(
@@ -613,41 +536,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             "largest per-item log-likelihood a fit stores; lower --draws or --chains"
         )
     seed = seed_to_int(args.seed)
-
-    def fit_all() -> dict[str, float]:
-        elapsed: dict[str, float] = {}
-        for name, model in models.items():
-            print(f"fitting {name} ...", flush=True)
-            start = time.perf_counter()
-            model.fit(
-                data,
-                method="nuts",
-                draws=args.draws,
-                tune=args.tune,
-                chains=args.chains,
-                sampler=args.sampler,
-                random_seed=seed,
-                target_accept=args.target_accept,
-                progressbar=_show_progress(args),
-            )
-            elapsed[name] = time.perf_counter() - start
-        return elapsed
-
-    elapsed = _run_reporting_warnings(fit_all)
+    models = {name: get_model(name) for name in args.models}
+    took = {}
+    for name, model in models.items():
+        print(f"fitting {name} ...", flush=True)
+        took[name] = _timed_fit(model, data, args, method="nuts", random_seed=seed)
     table = compare({name: model.result_ for name, model in models.items()})
     for name, model in models.items():
         _write_fit_outputs(model.result_, out / name)
     table.to_csv(out / "compare.csv", index=False)
 
-    print(
-        f"data: {data.n_annotations} labels, {data.n_items} items, {data.n_annotators} "
-        f"annotators, {data.n_categories} categories, {data.n_gold} gold items"
-    )
     for name, model in models.items():
-        result = model.result_
-        attrs = result.datatree.attrs
-        print(f"fitted {name} {_describe_fit(attrs)} in {_format_seconds(elapsed[name])}")
-        print("  " + _diagnostics_line(result.diagnostics, "nuts"))
+        print(model.result_.overview())
+        print(f"took {took[name]}\n")
     print("PSIS-LOO, leaving out one item with all its labels (best first; higher is better):")
     shown = table.copy()
     shown["warning"] = shown["warning"].replace("", "-")
@@ -662,11 +563,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- simulate
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from crowdbayes.inference import seed_to_int
-    from crowdbayes.simulate import simulate_dawid_skene, simulate_hierarchical_dawid_skene
-
     out = Path(args.out)
     _check_out_dir(out)
     if args.categories < 2:
@@ -698,139 +595,20 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- demo
-DEMO_ANNOTATORS = 25
-DEMO_CATEGORIES = 3
-DEMO_LABELS_PER_ITEM = 5
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from crowdbayes.estimators import HierarchicalDawidSkene, MajorityVote
-    from crowdbayes.plots import plot_annotator_reliability, plot_confusion_grid
-    from crowdbayes.simulate import simulate_dawid_skene
-
     out = Path(args.out)
     _check_out_dir(out)
-    sim = simulate_dawid_skene(
-        n_items=args.items,
-        n_annotators=DEMO_ANNOTATORS,
-        n_categories=DEMO_CATEGORIES,
-        labels_per_item=DEMO_LABELS_PER_ITEM,
-        random_seed=args.seed,
-    )
-    data = sim.data
-    print("crowdbayes demo: hierarchical Dawid-Skene on simulated crowd labels")
-    print("=" * 68)
-    print(
-        f"Simulated {data.n_annotations} labels of {data.n_items} items by {data.n_annotators} "
-        f"annotators, {data.n_categories} categories ({DEMO_LABELS_PER_ITEM} labels per item, "
-        f"{len(sim.parameters['spammers'])} annotators labelling at random, seed {args.seed})."
-    )
-    if args.method == "nuts":
-        print(
-            f"Sampling {args.chains} chains x {args.draws} draws after {args.tune} tuning steps "
-            "with NUTS (nutpie); the first run after installing compiles the model (~30-60 s), "
-            "later runs load it from disk.",
-            flush=True,
-        )
-    else:
-        print("Finding the posterior mode (--method map: no intervals).", flush=True)
-    model = HierarchicalDawidSkene()
-
-    def fit() -> float:
-        start = time.perf_counter()
-        model.fit(
-            data,
+    _run_reporting_warnings(
+        lambda: run_demo(
+            out,
+            items=args.items,
             method=args.method,
             draws=args.draws,
             tune=args.tune,
             chains=args.chains,
-            random_seed=args.seed,
+            seed=args.seed,
             progressbar=_show_progress(args),
         )
-        return time.perf_counter() - start
-
-    elapsed = _run_reporting_warnings(fit)
-    result = model.result_
-    print(f"Done in {_format_seconds(elapsed)}.\n")
-    print(result.diagnostics.to_text())
-
-    truth = sim.true_labels.reindex(data.items)
-    labels = result.labels()
-    given = (
-        data.to_frame().groupby("item")["label"].agg(lambda s: " ".join(str(v) for v in sorted(s)))
-    )
-    uncertain = labels.sort_values("entropy", ascending=False, kind="stable").head(10)
-    table = pd.DataFrame(
-        {
-            "labels given": given.reindex(uncertain.index).to_numpy(),
-            "mode": uncertain["label"].to_numpy(),
-            "P(mode)": uncertain["probability"].round(2).to_numpy(),
-            "entropy": uncertain["entropy"].round(2).to_numpy(),
-            "true label": truth.reindex(uncertain.index).to_numpy(),
-        },
-        index=uncertain.index,
-    )
-    print("The 10 most uncertain items (highest posterior entropy, nats):")
-    print(table.to_string())
-    print()
-
-    ci = f"{100 * float(result.datatree.attrs['ci_prob']):.0f}%"
-    true_acc = sim.annotator_accuracy()
-    ann = result.annotators().sort_values("accuracy", kind="stable").head(5)
-    true_values = true_acc.reindex(ann.index).to_numpy()
-    spammers = {sim.annotators[j] for j in sim.parameters["spammers"]}
-    reliability = pd.DataFrame(
-        {
-            "labels": ann["n_labels"].to_numpy(),
-            "accuracy": ann["accuracy"].round(2).to_numpy(),
-        },
-        index=ann.index,
-    )
-    low, high = ann["accuracy_low"].to_numpy(), ann["accuracy_high"].to_numpy()
-    has_intervals = bool(np.isfinite(low).all() and np.isfinite(high).all())
-    if has_intervals:
-        reliability[f"{ci} interval"] = [
-            f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(low, high, strict=True)
-        ]
-    reliability["true accuracy"] = np.round(true_values, 2)
-    if has_intervals:
-        covered = (low <= true_values) & (true_values <= high)
-        reliability["truth inside"] = np.where(covered, "yes", "no")
-    reliability["spammer"] = ["yes" if a in spammers else "" for a in ann.index]
-    what = f"accuracy with {ci} interval" if has_intervals else "accuracy at the posterior mode"
-    print(f"The 5 least reliable annotators ({what}) against the simulated truth:")
-    print(reliability.to_string())
-    print()
-
-    model_correct = float((labels["label"] == truth).mean())
-    vote = MajorityVote().fit(data, random_seed=args.seed).result_.labels()
-    vote_correct = float((vote["label"] == truth.reindex(vote.index)).mean())
-    n = data.n_items
-    print("Posterior-mode labels against the simulated truth:")
-    print(
-        f"  hierarchical Dawid-Skene: {model_correct:6.1%} correct "
-        f"({round(model_correct * n)} of {n} items)"
-    )
-    print(
-        f"  majority vote:            {vote_correct:6.1%} correct "
-        f"({round(vote_correct * n)} of {n} items)"
-    )
-    print()
-
-    confusion_fig = plot_confusion_grid(result)
-    reliability_fig = plot_annotator_reliability(result, truth=true_acc)
-    out.mkdir(parents=True, exist_ok=True)
-    confusion_fig.savefig(out / "confusion.png", dpi=110)
-    reliability_fig.savefig(out / "annotators.png", dpi=110)
-    sim.annotations.to_csv(out / "annotations.csv", index=False)
-    print(
-        f"Saved {out / 'confusion.png'} (confusion matrices of the 12 busiest annotators), "
-        f"{out / 'annotators.png'} (reliability forest with true accuracies) and "
-        f"{out / 'annotations.csv'} (the simulated labels)."
-    )
-    print(
-        f"Try: {PROG} fit {out / 'annotations.csv'} --model dawid-skene --out {out / 'dawid-skene'}"
     )
     return 0
 
