@@ -14,11 +14,16 @@ Groups of :attr:`FitResult.datatree`:
 ``log_likelihood``
     ``labels``: per-item log-likelihood, true category marginalised (the item is the
     exchangeable unit), when small enough to store.
+``posterior_predictive``
+    After :func:`crowdbayes.predictive_check`: ``label`` (chain, draw, annotation), replicated
+    labels, as ``observed_data``'s ``label`` (ArviZ's predictive-check plots read the pair).
 ``summary``
-    Posterior summaries computed from all draws: ``label_probability`` (item, category),
-    ``label_mode``, ``label_mode_probability``, ``label_entropy`` (item), and
-    ``prevalence``, ``confusion``, ``annotator_accuracy`` with a ``statistic`` dim
-    (``mean``, ``lower``, ``upper``: a 94 % equal-tailed interval), ``n_labels`` (annotator).
+    The package's own group (ArviZ 1.x has none for reductions over draws that a user reads
+    directly): ``label_probability`` (item, category), ``label_mode``,
+    ``label_mode_probability``, ``label_entropy`` (item), and ``prevalence``, ``confusion``,
+    ``annotator_accuracy`` with a ``statistic`` dim (``mean``, ``lower``, ``upper``: an
+    equal-tailed interval), ``n_labels`` (annotator), and after a predictive check
+    ``ppp_value`` (check). ArviZ's own summaries (``az.summary``) work on ``posterior``.
 
 The root's attributes hold provenance: package versions, model name, priors, method, sampler
 settings, seed and an ``id`` hash of them.
