@@ -44,7 +44,15 @@ import xarray as xr
 from crowdbayes.data import AnnotationData
 from crowdbayes.diagnostics import Diagnostics
 
-__all__ = ["FitResult", "CI_PROB", "provenance_id"]
+__all__ = [
+    "CI_PROB",
+    "FitResult",
+    "data_from_datatree",
+    "interval_summary",
+    "make_provenance",
+    "point_summary",
+    "provenance_id",
+]
 
 #: Probability mass of every reported interval (equal-tailed).
 CI_PROB = 0.94
@@ -433,5 +441,3 @@ def make_provenance(**settings: Any) -> dict[str, Any]:
     attrs["id"] = provenance_id(attrs)
     return attrs
 
-
-__all__ += ["data_from_datatree", "interval_summary", "point_summary", "make_provenance"]
