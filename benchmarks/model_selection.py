@@ -18,7 +18,6 @@ Usage::
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,21 +25,21 @@ from typing import Any
 import crowdbayes as cb
 from crowdbayes.compare import compare
 from crowdbayes.datasets import list_datasets, load_dataset
-from crowdbayes.estimators import MODELS, BayesianCrowdModel
+from crowdbayes.estimators import BayesianCrowdModel
 from crowdbayes.metrics import evaluate
+from crowdbayes.models import MODELS
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _bench  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=None, help="comma-separated (default: all with gold)")
     parser.add_argument("--models", default=None, help="comma-separated (default: every Bayesian)")
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--tune", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", default="nutpie")
+    _bench.add_sampling_options(parser)
     parser.add_argument("--out", default=str(HERE / "MODEL_SELECTION.md"))
     args = parser.parse_args(argv)
     models = (
@@ -77,24 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for model_name in models:
             print(f"[{name}] {model_name} ...", file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", cb.SamplingWarning)
-                fit = cb.get_model(model_name).fit(
-                    annotations,
-                    draws=args.draws,
-                    tune=args.tune,
-                    chains=args.chains,
-                    sampler=args.sampler,
-                    random_seed=args.seed,
-                    progressbar=False,
-                )
-            seconds = time.perf_counter() - start
+            fit = cb.get_model(model_name)
+            seconds, messages = _bench.timed_fit(fit, annotations, **_bench.sampling_settings(args))
             fits[model_name] = fit
-            scores = evaluate(fit, gold)
-            diag = fit.diagnostics_
-            notes = len([w for w in caught if issubclass(w.category, cb.SamplingWarning)])
-            rows.append((model_name, scores, diag, seconds, notes))
+            rows.append((model_name, evaluate(fit, gold), fit.diagnostics_, seconds, len(messages)))
         table = compare(fits)
         loo = table.set_index("model")
         chosen = str(table.iloc[0]["model"])
@@ -118,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         mv = evaluate(cb.MajorityVote().fit(annotations, random_seed=args.seed), gold)
         ck_acc = float("nan")
         if CrowdKitDawidSkene is not None:
-            frame = annotations.rename(columns={"item": "task", "annotator": "worker"})
+            frame = _bench.crowdkit_frame(annotations)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ck = CrowdKitDawidSkene(n_iter=100).fit_predict_proba(frame)

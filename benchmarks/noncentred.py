@@ -33,9 +33,10 @@ Run from the repository root::
 import argparse
 import os
 import platform
+import sys
 import time
-import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import arviz as az
@@ -46,17 +47,16 @@ import pytensor.tensor as pt
 import crowdbayes as cb
 from crowdbayes.data import AnnotationData
 from crowdbayes.datasets import load_dataset
-from crowdbayes.diagnostics import SamplingWarning
-from crowdbayes.estimators import ItemDifficulty, LogisticRandomEffects
 from crowdbayes.inference import sample_posterior
 from crowdbayes.metrics import evaluate
-from crowdbayes.models._common import LABEL_JOINT
-from crowdbayes.models._likelihood import marginal_from_joint, sum_rows_by_item
-from crowdbayes.models.item_difficulty import (
+from crowdbayes.models import ItemDifficulty, LogisticRandomEffects
+from crowdbayes.models._shared import (
     difficulty_coords,
     error_log_probability,
+    mixture_log_likelihood,
     select_label,
     spread_effect,
+    sum_rows_by_item,
 )
 from crowdbayes.models.logistic_random_effects import (
     LogisticRandomEffectsPriors,
@@ -65,6 +65,11 @@ from crowdbayes.models.logistic_random_effects import (
     build_logistic_random_effects_integrated,
 )
 from crowdbayes.simulate import simulate_logistic_random_effects
+from crowdbayes.summaries import LABEL_JOINT
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench  # noqa: E402
 
 GLOBALS = ["prevalence", "error_mean", "error_scale", "item_scale"]
 
@@ -82,6 +87,7 @@ def build_centred(data: AnnotationData, priors: LogisticRandomEffectsPriors | No
             offset[rows.item_index], n_k
         )
         terms = select_label(error_log_probability(logits, n_k), rows.label_index, n_k)
+        terms = terms * rows.count[:, None].astype("float64")  # each unique row, counted
         # log Normal(offset_i | 0, chi_k) for each hypothesis k: (item, k)
         scale = item_scale.reshape((n_k, wrong))  # row k: the scales of k's wrong labels
         prior = (
@@ -89,10 +95,11 @@ def build_centred(data: AnnotationData, priors: LogisticRandomEffectsPriors | No
             - pt.log(scale)[None]
             - 0.5 * np.log(2 * np.pi)
         ).sum(axis=-1)
-        joint = pt.log(prevalence)[None, :] + prior + sum_rows_by_item(terms, rows)
+        per_item = sum_rows_by_item(terms, rows.item_index, data.n_items)
+        joint = pt.log(prevalence)[None, :] + prior + per_item
         joint.name = LABEL_JOINT
         model.add_named_variable(joint)
-        pm.Potential("label_likelihood", marginal_from_joint(joint, data).sum())
+        pm.Potential("label_likelihood", mixture_log_likelihood(joint, data.gold_index).sum())
     return model
 
 
@@ -109,7 +116,7 @@ FORMS: dict[str, Callable[..., Any]] = {
 
 def initial_values(data: AnnotationData, model: Any) -> dict[str, np.ndarray]:
     estimator = LogisticRandomEffects()
-    values = estimator._initial_values(estimator._em(data, estimator._resolved_priors()), data)
+    values = estimator.start(data, estimator.resolved_priors()).initial_values
     free = {rv.name for rv in model.free_RVs}
     out = {k: v for k, v in values.items() if k in free}
     if "item_offset" in free:
@@ -142,16 +149,8 @@ def run_sim(args: argparse.Namespace) -> str:
         if name == "integrated":
             name = f"integrated ({args.nodes} quadrature nodes)"
         start = time.perf_counter()
-        tree = sample_posterior(
-            model,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            sampler=args.sampler,
-            random_seed=args.seed,
-            initvals=initial_values(data, model),
-            progressbar=False,
-        )
+        initvals = initial_values(data, model)
+        tree = sample_posterior(model, initvals=initvals, **_bench.sampling_settings(args))
         seconds = time.perf_counter() - start
         ess = az.ess(tree, var_names=GLOBALS, method="bulk")
         rhat = az.rhat(tree, var_names=GLOBALS)
@@ -181,19 +180,7 @@ def run_real(args: argparse.Namespace) -> str:
         annotations, gold = load_dataset(dataset)
         for cls in (ItemDifficulty, LogisticRandomEffects):
             model = cls()
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SamplingWarning)
-                model.fit(
-                    annotations,
-                    draws=args.draws,
-                    tune=args.tune,
-                    chains=args.chains,
-                    sampler=args.sampler,
-                    random_seed=args.seed,
-                    progressbar=False,
-                )
-            seconds = time.perf_counter() - start
+            seconds, _ = _bench.timed_fit(model, annotations, **_bench.sampling_settings(args))
             scores = evaluate(model, gold)
             d = model.diagnostics_
             lines.append(
@@ -207,11 +194,7 @@ def run_real(args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["sim", "real", "all"], default="all")
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--tune", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--sampler", default="nutpie")
-    parser.add_argument("--seed", type=int, default=0)
+    _bench.add_sampling_options(parser)
     parser.add_argument("--items", type=int, default=400)
     parser.add_argument("--annotators", type=int, default=20)
     parser.add_argument("--categories", type=int, default=3)

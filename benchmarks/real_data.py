@@ -34,6 +34,10 @@ import crowdbayes as cb
 from crowdbayes.datasets import data_home, list_datasets, load_dataset
 from crowdbayes.metrics import evaluate
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench  # noqa: E402
+
 GOLD_DATASETS = ("rte", "temp", "sp_amt")
 ALL_DATASETS = (*GOLD_DATASETS, "anesthesia")
 
@@ -87,28 +91,6 @@ CROWDKIT_RUNS = (
     ("MACE", {}),
     ("MMSR", {}),
 )
-CROWDKIT_ADAPTED = (
-    "crowd-kit 1.4.2's Wawa and ZeroBasedSkill call scikit-learn's `check_is_fitted`, which "
-    "raises `AttributeError: __sklearn_tags__` on their non-scikit-learn classes with "
-    "scikit-learn >= 1.6; this benchmark adapts them (their modules' `check_is_fitted` is "
-    "replaced by a check that the fitted attribute exists, what it did before 1.6) instead of "
-    "pinning scikit-learn < 1.6, which would not install next to the test extra."
-)
-
-
-def adapt_crowdkit_for_sklearn() -> None:
-    """Let crowd-kit 1.4.2's Wawa / ZeroBasedSkill run with scikit-learn >= 1.6 (see above)."""
-    import importlib
-
-    def check_is_fitted(estimator: Any, attributes: str | list[str]) -> None:
-        names = [attributes] if isinstance(attributes, str) else list(attributes)
-        missing = [a for a in names if not hasattr(estimator, a)]
-        if missing:
-            raise AttributeError(f"{type(estimator).__name__} is not fitted: no {missing}")
-
-    for module in ("wawa", "zero_based_skill", "gold_majority_vote"):
-        mod = importlib.import_module(f"crowdkit.aggregation.classification.{module}")
-        mod.check_is_fitted = check_is_fitted  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -133,21 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(ALL_DATASETS),
         help=f"datasets to run (default: {' '.join(ALL_DATASETS)})",
     )
-    parser.add_argument("--draws", type=int, default=1000, help="NUTS draws per chain")
-    parser.add_argument(
-        "--tune",
-        type=int,
-        default=None,
-        help="NUTS tuning steps per chain (default: each model's own, 500 or 1000)",
-    )
-    parser.add_argument("--chains", type=int, default=4, help="NUTS chains")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of every fit")
-    parser.add_argument(
-        "--sampler",
-        default="nutpie",
-        choices=["nutpie", "pymc", "numpyro", "blackjax"],
-        help="NUTS sampler (default nutpie)",
-    )
+    _bench.add_sampling_options(parser, tune=None)
     parser.add_argument(
         "--models",
         nargs="+",
@@ -189,7 +157,7 @@ def import_crowdkit() -> Any:
             file=sys.stderr,
         )
         return None
-    adapt_crowdkit_for_sklearn()
+    _bench.adapt_crowdkit_for_sklearn()
     return aggregation
 
 
@@ -197,22 +165,9 @@ def fit_crowdbayes(
     model_name: str, method: str, annotations: pd.DataFrame, args: argparse.Namespace
 ) -> tuple[cb.CrowdModel, float, list[str]]:
     model = cb.get_model(model_name)
-    kwargs: dict[str, Any] = {"random_seed": args.seed}
-    if method != "vote":
-        kwargs.update(
-            method=method,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            sampler=args.sampler,
-            progressbar=False,
-        )
-    start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", cb.SamplingWarning)
-        model.fit(annotations, **kwargs)
-    seconds = time.perf_counter() - start
-    messages = [str(w.message) for w in caught if issubclass(w.category, cb.SamplingWarning)]
+    settings = _bench.sampling_settings(args)
+    kwargs = {"random_seed": args.seed} if method == "vote" else {**settings, "method": method}
+    seconds, messages = _bench.timed_fit(model, annotations, **kwargs)
     return model, seconds, messages
 
 
@@ -225,15 +180,7 @@ def diagnostics_row(row: Row, model: cb.CrowdModel, method: str, messages: list[
         if diag.permuted_chains:
             messages = [f"label-permuted chains {diag.permuted_chains}", *messages]
     if messages:
-        row.note = "; ".join(short_message(m) for m in messages)
-
-
-def short_message(message: str) -> str:
-    """The head of a SamplingWarning: no model prefix, cut before details and advice."""
-    head = message.split(": ", 1)[1] if ": " in message else message
-    for stop in (" (", ";", ":"):
-        head = head.split(stop, 1)[0]
-    return head.strip()
+        row.note = "; ".join(_bench.short_message(m) for m in messages)
 
 
 def run_gold_dataset(
@@ -254,7 +201,7 @@ def run_gold_dataset(
         if model_name == "dawid-skene" and method == "nuts":
             out["crowdbayes"] = row
     if crowdkit is not None:
-        frame = annotations.rename(columns={"item": "task", "annotator": "worker"})
+        frame = _bench.crowdkit_frame(annotations)
         for class_name, kwargs in CROWDKIT_RUNS:
             label = f"crowd-kit {class_name}"
             print(f"[{name}] {label} ...", file=sys.stderr, flush=True)
@@ -393,16 +340,6 @@ def run_anesthesia(args: argparse.Namespace) -> tuple[list[list[str]], str]:
     return table, verdict
 
 
-def fmt(value: float, digits: int) -> str:
-    return "" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def markdown_table(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines)
-
-
 def versions() -> str:
     import arviz
     import nutpie
@@ -450,11 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         if speed_row is not None:
             speeds.append(speed_row)
 
-    command = "python benchmarks/real_data.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = _bench.command("real_data.py", argv)
     parts = [
         "# crowdbayes on real crowd data",
         "",
-        f"Command: `{command.strip()}`  ",
+        f"Command: `{command}`  ",
         f"NUTS settings: sampler {args.sampler}, {args.chains} chains x {args.draws} draws after "
         + (
             f"{args.tune} tuning steps"
@@ -477,41 +414,25 @@ def main(argv: list[str] | None = None) -> int:
             [
                 r.dataset,
                 r.method,
-                fmt(r.scores.get("accuracy", float("nan")), 4),
-                fmt(r.scores.get("log_loss", float("nan")), 4),
-                fmt(r.scores.get("brier", float("nan")), 4),
-                fmt(r.scores.get("ece", float("nan")), 4),
-                fmt(r.seconds, 1),
-                fmt(r.max_rhat, 3),
-                fmt(r.min_ess, 0),
+                *_bench.score_cells(r.scores, r.seconds, 4),
+                _bench.fmt(r.max_rhat, 3),
+                _bench.fmt(r.min_ess, 0),
                 "" if r.divergences is None else str(r.divergences),
                 r.note,
             ]
             for r in rows
         ]
-        header = [
-            "dataset",
-            "method",
-            "accuracy",
-            "log loss",
-            "Brier",
-            "ECE",
-            "time (s)",
-            "max R-hat",
-            "min ESS",
-            "divergences",
-            "note",
-        ]
-        parts += ["## Scores against gold", "", markdown_table(header, body), ""]
+        header = ["dataset", "method", *_bench.SCORE_COLUMNS]
+        parts += ["## Scores against gold", "", _bench.markdown_table(header, body), ""]
         if crowdkit is not None:
             parts += [
                 "crowd-kit probabilities come from `fit_predict_proba`; the mode is the first "
-                "most probable category. " + CROWDKIT_ADAPTED,
+                "most probable category. " + _bench.CROWDKIT_ADAPTED,
                 "",
             ]
     if bars:
         header = ["bar (dawid-skene NUTS)", "accuracy", "ECE", "log loss", "verdict"]
-        parts += ["## The bar", "", markdown_table(header, bars), ""]
+        parts += ["## The bar", "", _bench.markdown_table(header, bars), ""]
     if speeds:
         header = [
             "dataset",
@@ -535,13 +456,18 @@ def main(argv: list[str] | None = None) -> int:
             "beside it. Reported, not part of the exit status (wall-time ratios on a shared "
             "machine are noisy).",
             "",
-            markdown_table(header, speeds),
+            _bench.markdown_table(header, speeds),
             "",
         ]
     if anesthesia is not None:
         table, verdict = anesthesia
         header = ["category", "posterior mean", "94% interval", "rater", "difference"]
-        parts += ["## anesthesia prevalence (no gold)", "", markdown_table(header, table), ""]
+        parts += [
+            "## anesthesia prevalence (no gold)",
+            "",
+            _bench.markdown_table(header, table),
+            "",
+        ]
         parts += [verdict, ""]
     text = "\n".join(parts)
     print(text)

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from crowdbayes.estimators import MODELS, BayesianCrowdModel
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.models import MODELS
 from crowdbayes.plots import plot_sbc_ranks
 from crowdbayes.sbc import SBCResult, simulation_based_calibration
 

@@ -6,17 +6,22 @@ vote, crowd-kit's EM Dawid-Skene (when installed), crowdbayes' Dawid-Skene (MAP 
 hierarchical model (NUTS) against the simulated truth, with sampling diagnostics.
 
     python benchmarks/sparse_many_categories.py [--draws 500 --tune 500 --chains 4 --seed 1]
-        [--mean-scale 1.5] [--models dawid-skene hierarchical-dawid-skene]
+        [--sampler nutpie] [--mean-scale 1.5] [--models dawid-skene hierarchical-dawid-skene]
 """
 
 import argparse
+import sys
 import time
-import warnings
+from pathlib import Path
 
 import numpy as np
 
 import crowdbayes as cb
 from crowdbayes.metrics import evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench  # noqa: E402
 
 
 def simulate(categories: int, items: int, annotators: int) -> cb.Simulation:
@@ -53,10 +58,7 @@ def main() -> None:
     parser.add_argument("--categories", type=int, default=8)
     parser.add_argument("--items", type=int, default=1500)
     parser.add_argument("--annotators", type=int, default=100)
-    parser.add_argument("--draws", type=int, default=500)
-    parser.add_argument("--tune", type=int, default=500)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=1)
+    _bench.add_sampling_options(parser, draws=500, tune=500, seed=1)
     parser.add_argument("--mean-scale", type=float, default=None, help="hierarchical prior")
     parser.add_argument("--models", nargs="+", default=["dawid-skene", "hierarchical-dawid-skene"])
     args = parser.parse_args()
@@ -73,7 +75,7 @@ def main() -> None:
         print("| crowd-kit DawidSkene | not installed (pip install 'crowdbayes[bench]') |")
     else:
         start = time.perf_counter()
-        frame = sim.annotations.rename(columns={"item": "task", "annotator": "worker"})
+        frame = _bench.crowdkit_frame(sim.annotations)
         probs = CrowdKitDawidSkene(n_iter=100).fit(frame).probas_
         print(row("crowd-kit DawidSkene (EM)", time.perf_counter() - start, evaluate(probs, truth)))
     start = time.perf_counter()
@@ -86,18 +88,7 @@ def main() -> None:
             else None
         )
         model = cb.get_model(name, priors=priors)
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", cb.SamplingWarning)
-            model.fit(
-                sim.annotations,
-                draws=args.draws,
-                tune=args.tune,
-                chains=args.chains,
-                random_seed=args.seed,
-                progressbar=False,
-            )
-        seconds = time.perf_counter() - start
+        seconds, _ = _bench.timed_fit(model, sim.annotations, **_bench.sampling_settings(args))
         print(row(f"{name} NUTS", seconds, evaluate(model, truth), model.diagnostics_))
 
 

@@ -40,6 +40,10 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _bench  # noqa: E402
+
 ANNOTATORS = {2_500: 20, 25_000: 50, 250_000: 200, 1_000_000: 500}
 LABELS_PER_ITEM = 5
 N_CATEGORIES = 3
@@ -95,16 +99,7 @@ def worker_crowdbayes(args: argparse.Namespace, method: str = "nuts") -> dict[st
     estimator = cb.get_model(args.model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = estimator.fit(
-            data,
-            method=method,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            sampler=args.sampler,
-            random_seed=args.seed,
-            progressbar=False,
-        )
+        fit = estimator.fit(data, method=method, **_bench.sampling_settings(args))
     dt = fit.datatree_
     attrs = dt.attrs
     posterior = dt["posterior"].to_dataset()
@@ -154,9 +149,9 @@ def _numpyro_setup(data: Any, model_name: str) -> tuple[Any, dict[str, Any], dic
         "n_items": int(data.n_items),
     }
     estimator = cb.get_model(model_name)
-    priors = estimator._resolved_priors()
-    em = estimator._em(data, priors)
-    init = {k: np.asarray(v) for k, v in estimator._initial_values(em, data).items()}
+    priors = estimator.resolved_priors()
+    start = estimator.start(data, priors)
+    init = {k: np.asarray(v) for k, v in start.initial_values.items()}
     if model_name == "dawid-skene":
         kwargs = {
             "rows": jrows,
@@ -398,11 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="2500,25000")
     parser.add_argument("--models", default="dawid-skene,hierarchical-dawid-skene")
     parser.add_argument("--engines", default="crowdbayes,numpyro,crowdkit")
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--tune", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", default="nutpie")
+    _bench.add_sampling_options(parser)
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument(
         "--numpyro-chain-method",

@@ -23,8 +23,6 @@ import argparse
 import os
 import platform
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,10 @@ import pandas as pd
 
 import crowdbayes as cb
 from crowdbayes.datasets import data_home, list_datasets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench  # noqa: E402
 
 DEFAULT_MODELS = (
     "dawid-skene",
@@ -78,10 +80,6 @@ def gold_scores(probabilities: pd.DataFrame, gold: pd.Series | None) -> tuple[fl
     return accuracy, log_loss
 
 
-def fmt(value: float, digits: int) -> str:
-    return "" if not np.isfinite(value) else f"{value:.{digits}f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
@@ -103,35 +101,27 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"dataset(s) {missing} not found under {data_home()}", file=sys.stderr)
         return 2
+    run = {"draws": args.draws, "chains": args.chains, "progressbar": False}
     rows = []
     for dataset in args.datasets:
         annotations, gold = load(dataset)
         for model_name in args.models:
             # compile (or load from the cache) before timing
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cb.get_model(model_name).fit(
-                    annotations, draws=20, tune=20, random_seed=99, progressbar=False
-                )
+            warm_up = cb.get_model(model_name)
+            _bench.timed_fit(
+                warm_up, annotations, draws=20, tune=20, random_seed=99, progressbar=False
+            )
             for tune, target in args.settings:
                 for seed in args.seeds:
                     print(
                         f"[{dataset}] {model_name} tune {tune} target {target} seed {seed}",
                         file=sys.stderr,
                     )
-                    start = time.perf_counter()
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # the table reports what they say
-                        model = cb.get_model(model_name).fit(
-                            annotations,
-                            draws=args.draws,
-                            tune=tune,
-                            target_accept=target,
-                            chains=args.chains,
-                            random_seed=seed,
-                            progressbar=False,
-                        )
-                    wall = time.perf_counter() - start
+                    model = cb.get_model(model_name)
+                    # the warnings are dropped: the table reports what they say
+                    wall, _ = _bench.timed_fit(
+                        model, annotations, tune=tune, target_accept=target, random_seed=seed, **run
+                    )
                     diag = model.diagnostics_
                     accuracy, log_loss = gold_scores(model.result_.label_probabilities(), gold)
                     attrs = model.result_.datatree.attrs
@@ -146,14 +136,14 @@ def main(argv: list[str] | None = None) -> int:
                             f"{wall:.1f}",
                             f"{attrs['sampling_seconds']:.1f}",
                             f"{steps.mean():.1f}",
-                            fmt(diag.max_rhat, 4),
-                            fmt(diag.min_ess_bulk, 0),
-                            fmt(diag.min_ess_tail, 0),
+                            _bench.fmt(diag.max_rhat, 4),
+                            _bench.fmt(diag.min_ess_bulk, 0),
+                            _bench.fmt(diag.min_ess_tail, 0),
                             str(diag.n_divergent),
                             str(len(diag.permuted_chains)),
-                            fmt(diag.label_chain_difference, 3),
-                            fmt(accuracy, 4),
-                            fmt(log_loss, 4),
+                            _bench.fmt(diag.label_chain_difference, 3),
+                            _bench.fmt(accuracy, 4),
+                            _bench.fmt(log_loss, 4),
                         ]
                     )
                     print("| " + " | ".join(rows[-1]) + " |", file=sys.stderr, flush=True)
@@ -175,11 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy",
         "log loss",
     ]
-    command = "python benchmarks/tuning.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [
         "# NUTS settings: tuning steps and target acceptance rate",
         "",
-        f"Command: `{command.strip()}`  ",
+        f"Command: `{_bench.command('tuning.py', argv)}`  ",
         f"{args.chains} chains x {args.draws} draws, sampler nutpie, chains started at the EM "
         "mode; crowdbayes "
         f"{cb.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs.  ",
@@ -187,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "disagreement: the largest difference between two chains' mean probability of a "
         "category for one item. Accuracy and log loss against gold (none for anesthesia).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(r) + " |" for r in rows),
+        _bench.markdown_table(header, rows),
         "",
     ]
     text = "\n".join(lines)

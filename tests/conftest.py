@@ -1,12 +1,16 @@
-"""Shared fixtures: seeded generators, small simulated data, the real datasets (when present)."""
+"""Shared fixtures: seeded generators, small simulated data, the toy datasets, the real datasets
+(when present)."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import TOYS, toy_two
 
 import crowdbayes as cb
+from crowdbayes.data import AnnotationData, encode_annotations
 from crowdbayes.datasets import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,10 +51,14 @@ def small_sim() -> cb.Simulation:
 @pytest.fixture
 def toy_frame() -> pd.DataFrame:
     """Five items, three annotators, two categories, with one repeated label."""
-    return pd.DataFrame(
-        {
-            "item": [1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 5],
-            "annotator": ["a", "b", "c", "a", "b", "a", "b", "c", "b", "c", "a", "a", "c"],
-            "label": [0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0],
-        }
-    )
+    frame, _ = toy_two()
+    return frame
+
+
+@pytest.fixture(params=list(TOYS), scope="module")
+def toy(request: pytest.FixtureRequest) -> tuple[pd.DataFrame, dict[Any, Any], AnnotationData]:
+    """Each toy dataset of ``_helpers.TOYS`` (gold for one item, one label given twice):
+    annotations, gold and their encoding."""
+    frame, gold = TOYS[request.param]()
+    assert frame.duplicated().sum() == 1  # one annotator gives the same label twice
+    return frame, gold, encode_annotations(frame, gold=gold)

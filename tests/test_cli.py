@@ -13,7 +13,7 @@ import pytest
 
 import crowdbayes as cb
 from crowdbayes.cli import _run_reporting_warnings, main
-from crowdbayes.estimators import MODELS
+from crowdbayes.models import MODELS
 
 LABEL_COLUMNS = ["item", "label", "probability", "p_0", "p_1", "p_2"]
 ANNOTATOR_COLUMNS = ["annotator", "n_labels", "accuracy", "accuracy_low", "accuracy_high"]
@@ -253,75 +253,73 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-BAD_FIT_CASES = {
+#: Bad annotation files: (their text, the pattern the error matches).
+BAD_ANNOTATION_FILES = {
+    "empty-file": ("", "is empty"),
+    "header-only": ("item,annotator,label\n", "annotations are empty"),
+    "missing-label-column": ("item,annotator\n1,a\n2,b\n", "missing column 'label'"),
+    "missing-value": ("item,annotator,label\n1,a,0\n1,b,\n", "missing value"),
+    "one-annotator": ("item,annotator,label\n1,a,0\n2,a,1\n", "only one annotator"),
+}
+#: Bad gold files next to valid annotations: (their text, the pattern the error matches).
+BAD_GOLD_FILES = {
+    "gold-outside-categories": ("item,label\n0,9\n", "gold labels outside the categories"),
+    "gold-matches-nothing": ("item,label\n-5,1\n", "no gold item matches"),
+}
+#: Paths that are not files: (the command line, given the test's folder and a valid CSV
+#: file, and the pattern the error matches).
+BAD_PATHS = {
     "missing-file": (lambda d, csv: ["fit", str(d / "nope.csv")], "annotation file not found"),
     "folder-as-file": (lambda d, csv: ["fit", str(d)], "is not a file"),
-    "empty-file": (lambda d, csv: ["fit", str(_write(d / "e.csv", ""))], "is empty"),
-    "header-only": (
-        lambda d, csv: ["fit", str(_write(d / "h.csv", "item,annotator,label\n"))],
-        "annotations are empty",
-    ),
-    "missing-label-column": (
-        lambda d, csv: ["fit", str(_write(d / "m.csv", "item,annotator\n1,a\n2,b\n"))],
-        "missing column 'label'",
-    ),
-    "bad-item-col": (
-        lambda d, csv: ["fit", str(csv), "--item-col", "unit"],
-        "missing column 'unit'",
-    ),
-    "missing-value": (
-        lambda d, csv: ["fit", str(_write(d / "n.csv", "item,annotator,label\n1,a,0\n1,b,\n"))],
-        "missing value",
-    ),
-    "one-annotator": (
-        lambda d, csv: ["fit", str(_write(d / "o.csv", "item,annotator,label\n1,a,0\n2,a,1\n"))],
-        "only one annotator",
-    ),
-    "unknown-model": (lambda d, csv: ["fit", str(csv), "--model", "stan"], "invalid choice"),
-    "unknown-method": (lambda d, csv: ["fit", str(csv), "--method", "advi"], "invalid choice"),
-    "unknown-sampler": (lambda d, csv: ["fit", str(csv), "--sampler", "hmc"], "invalid choice"),
-    "zero-draws": (lambda d, csv: ["fit", str(csv), "--draws", "0"], "--draws: must be a positive"),
-    "text-draws": (lambda d, csv: ["fit", str(csv), "--draws", "many"], "--draws: must be"),
-    "negative-tune": (lambda d, csv: ["fit", str(csv), "--tune", "-1"], "--tune: must be"),
-    "zero-chains": (lambda d, csv: ["fit", str(csv), "--chains", "0"], "--chains: must be"),
-    "negative-seed": (lambda d, csv: ["fit", str(csv), "--seed", "-3"], "--seed: must be"),
-    "target-accept": (
-        lambda d, csv: ["fit", str(csv), "--target-accept", "1.5"],
-        "--target-accept: must be a number in \\(0, 1\\)",
-    ),
-    "labels-outside-categories": (
-        lambda d, csv: ["fit", str(csv), "--categories", "0,1"],
-        "labels outside the declared categories",
-    ),
-    "text-categories-for-int-labels": (
-        lambda d, csv: ["fit", str(csv), "--categories", "a,b,c"],
-        "must be integers",
-    ),
-    "empty-category": (
-        lambda d, csv: ["fit", str(csv), "--categories", "0,,1"],
-        "without empty entries",
-    ),
     "missing-gold": (
         lambda d, csv: ["fit", str(csv), "--gold", str(d / "gold.csv")],
         "gold file not found",
     ),
-    "gold-outside-categories": (
-        lambda d, csv: ["fit", str(csv), "--gold", str(_write(d / "g.csv", "item,label\n0,9\n"))],
-        "gold labels outside the categories",
+}
+#: Bad options after ``fit <a valid CSV file>``: (the options, the pattern the error matches).
+BAD_OPTION_CASES = {
+    "bad-item-col": (["--item-col", "unit"], "missing column 'unit'"),
+    "unknown-model": (["--model", "stan"], "invalid choice"),
+    "unknown-method": (["--method", "advi"], "invalid choice"),
+    "unknown-sampler": (["--sampler", "hmc"], "invalid choice"),
+    "zero-draws": (["--draws", "0"], "--draws: must be a positive"),
+    "text-draws": (["--draws", "many"], "--draws: must be"),
+    "negative-tune": (["--tune", "-1"], "--tune: must be"),
+    "zero-chains": (["--chains", "0"], "--chains: must be"),
+    "negative-seed": (["--seed", "-3"], "--seed: must be"),
+    "target-accept": (["--target-accept", "1.5"], r"--target-accept: must be a number in \(0, 1\)"),
+    "labels-outside-categories": (
+        ["--categories", "0,1"],
+        "labels outside the declared categories",
     ),
-    "gold-matches-nothing": (
-        lambda d, csv: ["fit", str(csv), "--gold", str(_write(d / "g.csv", "item,label\n-5,1\n"))],
-        "no gold item matches",
-    ),
-    "no-out": (lambda d, csv: ["fit", str(csv)], "required: --out"),
+    "text-categories-for-int-labels": (["--categories", "a,b,c"], "must be integers"),
+    "empty-category": (["--categories", "0,,1"], "without empty entries"),
+    "no-out": ([], "required: --out"),
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_FIT_CASES), ids=list(BAD_FIT_CASES))
+def bad_fit_command(case: str, folder: Path, csv: Path) -> tuple[list[str], str]:
+    """The command line of a bad-input case (its files written into ``folder``) and the
+    pattern its error matches."""
+    if case in BAD_ANNOTATION_FILES:
+        text, match = BAD_ANNOTATION_FILES[case]
+        return ["fit", str(_write(folder / "bad.csv", text))], match
+    if case in BAD_GOLD_FILES:
+        text, match = BAD_GOLD_FILES[case]
+        return ["fit", str(csv), "--gold", str(_write(folder / "g.csv", text))], match
+    if case in BAD_OPTION_CASES:
+        options, match = BAD_OPTION_CASES[case]
+        return ["fit", str(csv), *options], match
+    build, match = BAD_PATHS[case]
+    return build(folder, csv), match
+
+
+@pytest.mark.parametrize(
+    "case", [*BAD_ANNOTATION_FILES, *BAD_GOLD_FILES, *BAD_PATHS, *BAD_OPTION_CASES]
+)
 def test_fit_bad_input_exits_2_writing_nothing(case, csv, tmp_path, capsys) -> None:
-    build, match = BAD_FIT_CASES[case]
+    argv, match = bad_fit_command(case, tmp_path, csv)
     out = tmp_path / "results" / "out"
-    argv = build(tmp_path, csv)
     if "--out" not in argv and case != "no-out":
         argv += ["--out", str(out), "--method", "map"]
     rc = main(argv)

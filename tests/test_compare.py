@@ -130,7 +130,7 @@ def test_estimators_results_trees_and_sequences_agree(fits: dict[str, FitResult]
     estimators = {}
     for name, result in fits.items():
         estimator = cb.get_model(name)
-        estimator.result_ = result
+        estimator._result = result
         estimators[name] = estimator
     as_trees = {name: result.datatree for name, result in fits.items()}
     for other in (

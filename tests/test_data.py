@@ -63,10 +63,21 @@ def test_nulls_in_each_column(frame: pd.DataFrame, column: str) -> None:
         encode_annotations(bad)
 
 
-def test_nan_in_float_label_column(frame: pd.DataFrame) -> None:
-    bad = frame.astype({"label": float})
-    bad.loc[2, "label"] = np.nan
-    with pytest.raises(ValueError, match=r"column 'label' \(label\) has 1 missing value"):
+@pytest.mark.parametrize(
+    ("column", "row", "value", "named"),
+    [
+        ("label", 2, np.nan, r"column 'label' \(label\) has 1 missing value"),
+        # An infinite id is not an integer; the message must show the offending value.
+        ("item", 0, np.inf, r"'item' \(item ids\) holds non-integer .*inf"),
+    ],
+    ids=["nan-label", "infinite-item-id"],
+)
+def test_non_finite_value_in_a_float_column(
+    frame: pd.DataFrame, column: str, row: int, value: float, named: str
+) -> None:
+    bad = frame.astype({column: float})
+    bad.loc[row, column] = value
+    with pytest.raises(ValueError, match=named):
         encode_annotations(bad)
 
 
@@ -138,14 +149,6 @@ def test_unusable_id_types(frame: pd.DataFrame, column: str, values: list[Any], 
     bad = frame.copy()
     bad[column] = pd.Series(values, dtype=object if not isinstance(values[0], float) else float)
     with pytest.raises(ValueError, match=named):
-        encode_annotations(bad)
-
-
-def test_non_finite_float_ids_are_named(frame: pd.DataFrame) -> None:
-    """An infinite id is not an integer; the message must show the offending value."""
-    bad = frame.astype({"item": float})
-    bad.loc[0, "item"] = np.inf
-    with pytest.raises(ValueError, match=r"'item' \(item ids\) holds non-integer .*inf"):
         encode_annotations(bad)
 
 

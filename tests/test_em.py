@@ -2,17 +2,14 @@
 
 import numpy as np
 import pandas as pd
-import pymc as pm
-import pytensor
-import pytensor.tensor as pt
 import pytest
+from _helpers import to_value_point
 
 import crowdbayes as cb
 from crowdbayes.data import AnnotationData, encode_annotations
-from crowdbayes.em import em_confusion, vote_shares
+from crowdbayes.em import dirichlet_confusion, em_confusion, vote_shares
 from crowdbayes.inference import find_map
 from crowdbayes.models import build_class_conditional, build_dawid_skene, build_one_coin
-from crowdbayes.models._priors import dirichlet_confusion
 
 STRUCTURES = ["full", "class_conditional", "one_coin"]
 BUILDERS = {
@@ -164,18 +161,6 @@ def test_gold_improves_recovery() -> None:
 
 
 # --------------------------------------------------------------------------- EM == PyMC
-def to_value_point(model: pm.Model, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    point = {}
-    for rv in model.free_RVs:
-        transform = model.rvs_to_transforms.get(rv)
-        value = np.asarray(values[rv.name], dtype=float)
-        if transform is not None:
-            out = transform.forward(pt.as_tensor(value), *rv.owner.inputs)
-            value = pytensor.function([], out, mode="FAST_COMPILE")()
-        point[model.rvs_to_values[rv].name] = value
-    return point
-
-
 def em_values(em: object, structure: str) -> dict[str, np.ndarray]:
     values = {"prevalence": em.prevalence}  # type: ignore[attr-defined]
     key = "confusion" if structure == "full" else "accuracy"

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from _helpers import mv_accuracy
 
 import crowdbayes as cb
 from crowdbayes.diagnostics import (
@@ -18,10 +19,11 @@ from crowdbayes.diagnostics import (
     SamplingWarning,
     chain_permutations,
     compute_diagnostics,
+    fix_label_switching,
 )
 from crowdbayes.em import em_confusion
-from crowdbayes.estimators import NotFittedError
-from crowdbayes.models._likelihood import label_log_posterior
+from crowdbayes.estimators import BayesianCrowdModel, NotFittedError
+from crowdbayes.fast.draws import label_posterior_draws
 from crowdbayes.simulate import simulate_annotations
 
 BAYESIAN = [cb.DawidSkene, cb.ClassConditional, cb.OneCoin, cb.HierarchicalDawidSkene]
@@ -96,20 +98,21 @@ def nuts() -> tuple[cb.DawidSkene, pd.DataFrame, "pd.Series[Any]", list[Any]]:
     return nuts_fit()
 
 
-def mv_accuracy(annotations: pd.DataFrame, truth: "pd.Series[Any]") -> float:
-    labels = cb.MajorityVote().fit(annotations, random_seed=0).labels_["label"]
-    return float((labels == truth.reindex(labels.index)).mean())
-
-
 # --------------------------------------------------------------------------- conventions
 @pytest.mark.parametrize("cls", ALL)
 def test_not_fitted_error(cls: type) -> None:
     model = cls()
-    for name in FITTED_ATTRIBUTES:
+    fitted = ["result_", *FITTED_ATTRIBUTES]
+    if issubclass(cls, BayesianCrowdModel):
+        fitted.append("model_")
+    for name in fitted:
         with pytest.raises(NotFittedError, match=r"not fitted yet; call \.fit"):
             getattr(model, name)
         assert not hasattr(model, name)
-    assert not hasattr(model, "result_")
+    # An unknown attribute ending in ``_`` is a plain AttributeError, not NotFittedError.
+    with pytest.raises(AttributeError) as caught:
+        model.no_such_attribute_  # noqa: B018
+    assert not isinstance(caught.value, NotFittedError)
     assert issubclass(NotFittedError, ValueError)
     assert issubclass(NotFittedError, AttributeError)
 
@@ -118,7 +121,10 @@ def test_not_fitted_error(cls: type) -> None:
 def test_fit_returns_self(cls: type, small_sim: cb.Simulation) -> None:
     model = cls()
     assert model.fit(small_sim.annotations, method="map", random_seed=0) is model
-    for name in ["result_", *FITTED_ATTRIBUTES]:
+    fitted = ["result_", *FITTED_ATTRIBUTES]
+    if issubclass(cls, BayesianCrowdModel):
+        fitted.append("model_")
+    for name in fitted:
         if cls is cb.MajorityVote and name == "confusion_":
             with pytest.raises(ValueError, match="'majority-vote' has no confusion matrices"):
                 getattr(model, name)
@@ -527,8 +533,8 @@ def test_dawid_skene_relabels_a_permuted_chain(small_sim: cb.Simulation) -> None
     prevalence, confusion, data = fake_fixture(small_sim)
     post, stats = fake_posterior(prevalence, confusion, data, chain_perms=[IDENTITY, CYCLE])
     assert cb.DawidSkene.relabel_exact
-    new_post, new_stats, permuted, relabelled = cb.DawidSkene()._fix_label_switching(
-        post, stats, data
+    new_post, new_stats, permuted, relabelled = fix_label_switching(
+        post, stats, data, exact=cb.DawidSkene.relabel_exact
     )
     assert permuted == [1] and relabelled
     assert new_post.sizes["chain"] == 2
@@ -547,7 +553,7 @@ def test_dawid_skene_relabels_a_permuted_chain(small_sim: cb.Simulation) -> None
 def test_identity_chains_are_left_alone(small_sim: cb.Simulation) -> None:
     prevalence, confusion, data = fake_fixture(small_sim)
     post, stats = fake_posterior(prevalence, confusion, data, chain_perms=[IDENTITY, IDENTITY])
-    out = cb.DawidSkene()._fix_label_switching(post, stats, data)
+    out = fix_label_switching(post, stats, data, exact=cb.DawidSkene.relabel_exact)
     assert out[2] == [] and out[3]
     xr.testing.assert_identical(out[0], post)
 
@@ -559,7 +565,9 @@ def test_non_exact_model_drops_a_permuted_chain(small_sim: cb.Simulation) -> Non
     )
     for cls in (cb.ClassConditional, cb.OneCoin, cb.HierarchicalDawidSkene):
         assert not cls.relabel_exact
-        new_post, new_stats, permuted, relabelled = cls()._fix_label_switching(post, stats, data)
+        new_post, new_stats, permuted, relabelled = fix_label_switching(
+            post, stats, data, exact=cls.relabel_exact
+        )
         assert permuted == [1] and not relabelled
         assert new_post["chain"].to_numpy().tolist() == [0, 2]
         assert new_stats["chain"].to_numpy().tolist() == [0, 2]
@@ -572,8 +580,8 @@ def test_every_chain_permuted_in_a_non_exact_model_is_reported_truthfully(
     """Nothing can be dropped or relabelled; the report must not claim either was done."""
     prevalence, confusion, data = fake_fixture(small_sim)
     post, stats = fake_posterior(prevalence, confusion, data, chain_perms=[CYCLE, CYCLE])
-    new_post, _, permuted, relabelled = cb.ClassConditional()._fix_label_switching(
-        post, stats, data
+    new_post, _, permuted, relabelled = fix_label_switching(
+        post, stats, data, exact=cb.ClassConditional.relabel_exact
     )
     assert permuted == [0, 1]
     xr.testing.assert_identical(new_post, post)
@@ -766,16 +774,19 @@ def test_nuts_label_probabilities(nuts: tuple) -> None:
 
 
 def test_nuts_probabilities_and_log_likelihood_are_the_draws_average(nuts: tuple) -> None:
-    """Recompute from the stored draws with the NumPy likelihood."""
+    """Recompute from the stored draws with the draw kernel of :mod:`crowdbayes.fast.draws`."""
     model, *_ = nuts
     dt, data = model.datatree_, model.result_.data
     prev = dt.posterior["prevalence"].transpose("chain", "draw", "category").to_numpy()
     conf = dt.posterior["confusion"].transpose("chain", "draw", ...).to_numpy()
     n = prev.shape[0] * prev.shape[1]
-    log_post, item_ll = label_log_posterior(
-        np.log(prev.reshape(n, -1)), np.log(conf.reshape(n, *conf.shape[2:])), data
+    probs, item_ll = label_posterior_draws(
+        np.log(prev.reshape(n, -1)),
+        np.log(conf.reshape(n, *conf.shape[2:])),
+        data.compressed,
+        data.gold_index,
     )
-    np.testing.assert_allclose(model.label_probs_.to_numpy(), np.exp(log_post).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(model.label_probs_.to_numpy(), probs.mean(0), rtol=1e-10)
     stored = dt.log_likelihood["labels"].transpose("chain", "draw", "item").to_numpy()
     np.testing.assert_allclose(stored.reshape(n, -1), item_ll, rtol=1e-12)
 

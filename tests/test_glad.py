@@ -7,24 +7,40 @@ item ``i`` has ``P(right) = 1 / (1 + exp(-a_j b_i))`` with ``a_j = mean + scale 
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytensor.tensor as pt
 import pytest
+from _helpers import (
+    MIN_COVERAGE,
+    MODE,
+    SHORT_NUTS,
+    RowProbability,
+    check_beats_majority_vote,
+    check_label_distribution,
+    check_label_joint,
+    check_log_density,
+    check_short_nuts_fit,
+    fit_on_the_command_line,
+    fit_quietly,
+    hand_joint,
+    parameter_coverage,
+    pooled_coverage,
+    recovery_fit,
+    rows_by_item,
+    to_value_point,
+    value_of,
+)
 from scipy import integrate, stats
-from test_likelihood import MODE, to_value_point, toy_three, toy_two, value_of
-from test_recovery import MIN_COVERAGE, coverage, fit_quietly, mv_accuracy
 
-from crowdbayes.cli import main
-from crowdbayes.data import AnnotationData, encode_annotations
-from crowdbayes.estimators import MODELS, Glad, get_model, rebuild_model
+from crowdbayes.data import AnnotationData
+from crowdbayes.models import MODELS, Glad, get_model, rebuild_model
 from crowdbayes.models.glad import (
     GladPriors,
     build_glad,
     build_glad_integrated,
-    glad_row_log_probability,
+    glad_rows,
 )
 from crowdbayes.simulate import Simulation, simulate_glad
 
@@ -61,29 +77,9 @@ def hand_label_probability(point: dict, j: int, i: int, k: int, h: int, n_k: int
     return right if h == k else (1.0 - right) / (n_k - 1)
 
 
-def hand_joint(
-    frame: pd.DataFrame, data: AnnotationData, point: dict[str, np.ndarray]
-) -> dict[Any, list[float]]:
-    """Per user item id: [log pi_k + sum over the item's rows of log p(label | k)]."""
-    ann, cats, items = list(data.annotators), list(data.categories), list(data.items)
-    n_k = len(cats)
-    out: dict[Any, list[float]] = {}
-    for item, annotator, label in frame[["item", "annotator", "label"]].itertuples(index=False):
-        i, j, h = items.index(item), ann.index(annotator), cats.index(label)
-        terms = out.setdefault(item, [math.log(p) for p in point["prevalence"]])
-        for k in range(n_k):
-            terms[k] += math.log(hand_label_probability(point, j, i, k, h, n_k))
-    return out
-
-
-def hand_log_likelihood(joint: dict[Any, list[float]], gold: dict, cats: list) -> float:
-    total = 0.0
-    for item, terms in joint.items():
-        if item in gold:
-            total += terms[cats.index(gold[item])]
-        else:
-            total += math.log(sum(math.exp(t) for t in terms))
-    return total
+def glad_probability(point: dict[str, np.ndarray], n_k: int) -> RowProbability:
+    """``probability(i, j, k, h)`` of the hand joint, at ``point``."""
+    return lambda i, j, k, h: hand_label_probability(point, j, i, k, h, n_k)
 
 
 def hand_log_prior(priors: GladPriors, point: dict[str, np.ndarray]) -> float:
@@ -97,7 +93,6 @@ def hand_log_prior(priors: GladPriors, point: dict[str, np.ndarray]) -> float:
     return float(lp)
 
 
-TOYS = {"two-categories": toy_two, "three-categories": toy_three}
 PRIORS = {
     "default": GladPriors(),
     "other": GladPriors(
@@ -107,28 +102,17 @@ PRIORS = {
 
 
 @pytest.mark.parametrize("prior_set", list(PRIORS))
-@pytest.mark.parametrize("toy", list(TOYS))
-def test_log_density_matches_hand_computation(toy: str, prior_set: str) -> None:
+def test_log_density_matches_hand_computation(toy: tuple, prior_set: str) -> None:
     """Whole logp (no Jacobian) = scipy priors + hand likelihood; gold item and repeat included."""
-    frame, gold = TOYS[toy]()
-    assert frame.duplicated().sum() == 1  # one annotator gives the same label twice
-    data = encode_annotations(frame, gold=gold)
-    priors = PRIORS[prior_set]
-    model = build_glad(data, priors)
+    _, _, data = toy
     point = glad_point(data)
-    value_point = to_value_point(model, point)
-    joint = hand_joint(frame, data, point)
-    loglik = hand_log_likelihood(joint, gold, list(data.categories))
-    (potential,) = model.potentials
-    assert float(value_of(model, potential, value_point)) == pytest.approx(loglik, rel=1e-12)
-    logp = float(model.compile_logp(jacobian=False, mode=MODE)(value_point))
-    assert logp == pytest.approx(hand_log_prior(priors, point) + loglik, rel=1e-12)
+    probability = glad_probability(point, data.n_categories)
+    priors = PRIORS[prior_set]
+    check_log_density(build_glad, priors, toy, point, probability, hand_log_prior(priors, point))
 
 
-@pytest.mark.parametrize("toy", list(TOYS))
-def test_named_variables_match_hand_computation(toy: str) -> None:
-    frame, gold = TOYS[toy]()
-    data = encode_annotations(frame, gold=gold)
+def test_named_variables_match_hand_computation(toy: tuple) -> None:
+    frame, gold, data = toy
     model = build_glad(data)
     point = glad_point(data, seed=9)
     value_point = to_value_point(model, point)
@@ -161,24 +145,19 @@ def test_named_variables_match_hand_computation(toy: str) -> None:
         for i in range(n_i)
     ]
     np.testing.assert_allclose(error, np.repeat(np.array(typical)[:, None], n_k, 1), rtol=1e-12)
-    joint = hand_joint(frame, data, point)
-    np.testing.assert_allclose(
-        value_of(model, model["label_joint"], value_point),
-        [joint[item] for item in data.items],
-        rtol=1e-12,
-    )
-    every = value_of(model, model["annotation_log_probability"], value_point)
-    assert every.shape == (data.n_annotations, n_k, n_k)
-    for r, (i, j) in enumerate(zip(data.item_index, data.annotator_index, strict=True)):
-        want = [
-            [hand_label_probability(point, j, i, k, h, n_k) for h in range(n_k)] for k in range(n_k)
-        ]
-        np.testing.assert_allclose(np.exp(every[r]), want, rtol=1e-12)
+    joint = hand_joint(frame, data, point["prevalence"], glad_probability(point, n_k))
+    check_label_joint(model, value_point, joint, data)
+
+    def row(i: int, j: int, k: int) -> list[float]:
+        return [math.log(hand_label_probability(point, j, i, k, h, n_k)) for h in range(n_k)]
+
+    check_label_distribution(build_glad, frame, data, point, row)
 
 
 def test_row_function_is_stable_for_large_logits() -> None:
-    f = glad_row_log_probability(pt.as_tensor([40.0, -40.0]), pt.as_tensor([2.0]), 2)
-    out = f(np.array([0, 0]), np.array([0, 1]), np.array([0, 0])).eval(mode=MODE)
+    ability, inverse_difficulty = pt.as_tensor([40.0, -40.0]), pt.as_tensor([2.0])
+    rows = glad_rows([0, 0], [0, 1], [0, 0], ability, inverse_difficulty, n_categories=2)
+    out = rows.eval(mode=MODE)
     assert np.all(np.isfinite(out))
     np.testing.assert_allclose(out, [[-math.exp(-80), -80.0], [-80.0, -math.exp(-80)]], rtol=1e-9)
 
@@ -221,28 +200,22 @@ def test_simulator_matches_its_parameters() -> None:
     assert abs((shift == 1).mean() - 0.5) < 0.05
 
 
-@pytest.mark.parametrize("toy", list(TOYS))
-def test_integrated_joint_matches_numerical_integration(toy: str) -> None:
+def test_integrated_joint_matches_numerical_integration(toy: tuple) -> None:
     """The LOO model's per-item joint: each item's inverse difficulty integrated by quadrature.
 
     Hand: log pi_k + log of the integral over e ~ Normal(0, 1) of the product of the item's
     row probabilities with item_effect_i = e (scipy's adaptive quadrature).
     """
-    frame, gold = TOYS[toy]()
-    data = encode_annotations(frame, gold=gold)
+    frame, gold, data = toy
     model = build_glad_integrated(data)
     point = glad_point(data, seed=11)
     values = {k: v for k, v in point.items() if k != "item_effect"}
     value_point = to_value_point(model, values)
     n_k = data.n_categories
-    cats, ann = list(data.categories), list(data.annotators)
+    by_item = rows_by_item(frame, data)
     expected = []
     for i, item in enumerate(data.items):
-        rows = [
-            (ann.index(a), cats.index(lab))
-            for it, a, lab in frame[["item", "annotator", "label"]].itertuples(index=False)
-            if it == item
-        ]
+        rows = by_item[item]
 
         def likelihood(e: float, k: int, i: int = i, rows: list = rows) -> float:
             effect = np.zeros(data.n_items)
@@ -284,43 +257,30 @@ def map_fit(map_sim: Simulation) -> Glad:
 
 
 def test_map_fit(map_sim: Simulation, map_fit: Glad) -> None:
-    sim, fit = map_sim, map_fit
-    accuracy = float((fit.labels_["label"] == sim.true_labels).mean())
-    assert accuracy >= mv_accuracy(sim.annotations, sim.true_labels)
-    post = fit.datatree_.posterior
-    ability = post["ability"].to_numpy().ravel()
-    assert np.corrcoef(ability, sim.parameters["ability"])[0, 1] > 0.8
-    labels = fit.labels_
+    check_beats_majority_vote(map_fit, map_sim)
+    ability = map_fit.datatree_.posterior["ability"].to_numpy().ravel()
+    assert np.corrcoef(ability, map_sim.parameters["ability"])[0, 1] > 0.8
+    labels = map_fit.labels_
     assert labels.columns[-3:].tolist() == ["difficulty", "difficulty_low", "difficulty_high"]
     assert labels["difficulty"].between(0, 1).all()
-    estimator, model = rebuild_model(fit.result_)
+    estimator, model = rebuild_model(map_fit.result_)
     assert isinstance(estimator, Glad) and "item_error_rate" in model.named_vars
 
 
 @pytest.fixture(scope="module")
 def nuts_fit() -> tuple[Glad, Simulation, list[str]]:
-    """A small NUTS fit on GLAD's own simulation (150 items, 10 annotators, 2 categories)."""
+    """A short NUTS fit on GLAD's own simulation (150 items, 10 annotators, 2 categories)."""
     sim = simulate_glad(
         n_items=150, n_annotators=10, n_categories=2, labels_per_item=5, random_seed=8
     )
     fit = Glad()
-    messages = fit_quietly(
-        fit, sim.annotations, draws=200, tune=300, chains=2, sampler="nutpie", random_seed=2
-    )
-    return fit, sim, messages
+    return fit, sim, fit_quietly(fit, sim.annotations, **SHORT_NUTS)
 
 
 def test_nuts_fit_labels_and_no_label_switching(nuts_fit: tuple) -> None:
-    fit, sim, messages = nuts_fit
-    assert fit.diagnostics_.permuted_chains == [], messages
-    assert fit.diagnostics_.n_divergent == 0, messages
-    accuracy = float((fit.labels_["label"] == sim.true_labels).mean())
-    assert accuracy >= mv_accuracy(sim.annotations, sim.true_labels)
-    post = fit.datatree_.posterior
-    assert post["ability"].dims == ("chain", "draw", "annotator")
-    assert post["inverse_difficulty"].dims == ("chain", "draw", "item")
-    mean = post["ability"].mean(("chain", "draw")).to_numpy()
-    assert stats.spearmanr(mean, sim.parameters["ability"]).statistic > 0.7
+    check_short_nuts_fit(*nuts_fit, skill="ability")
+    inverse_difficulty = nuts_fit[0].datatree_.posterior["inverse_difficulty"]
+    assert inverse_difficulty.dims == ("chain", "draw", "item")
 
 
 def test_nuts_difficulty_is_the_typical_error_rate(nuts_fit: tuple) -> None:
@@ -338,11 +298,7 @@ def test_nuts_difficulty_is_the_typical_error_rate(nuts_fit: tuple) -> None:
 def test_fit_through_the_command_line(
     map_sim: Simulation, map_fit: Glad, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    csv = tmp_path / "annotations.csv"
-    map_sim.annotations.to_csv(csv, index=False)
-    out = tmp_path / "out"
-    rc = main(["fit", str(csv), "--model", "glad", "--method", "map", "--out", str(out)])
-    assert rc == 0, capsys.readouterr().err
+    out, captured = fit_on_the_command_line("glad", map_sim.annotations, tmp_path, capsys)
     labels = pd.read_csv(out / "labels.csv")
     assert labels.columns.tolist() == [
         "item",
@@ -357,7 +313,7 @@ def test_fit_through_the_command_line(
     expected = map_fit.labels_.drop(columns="entropy").reset_index()
     pd.testing.assert_frame_equal(labels, expected, check_dtype=False, rtol=1e-6)
     assert labels["difficulty"].between(0, 1).all()
-    assert "fitted glad" in capsys.readouterr().out
+    assert "fitted glad" in captured.out
 
 
 # --------------------------------------------------------------------------- slow recovery
@@ -373,22 +329,13 @@ def test_glad_recovery() -> None:
         random_seed=404,
     )
     fit = Glad()
-    messages = fit_quietly(fit, sim.annotations, draws=1000, tune=1000, chains=4, random_seed=4)
-    d = fit.diagnostics_
-    assert d.permuted_chains == [] and d.max_rhat < 1.02 and d.n_divergent == 0, messages
-    accuracy = float((fit.labels_["label"] == sim.true_labels).mean())
-    assert accuracy >= mv_accuracy(sim.annotations, sim.true_labels)
-    post = fit.datatree_.posterior
+    post = recovery_fit(fit, sim)
     # Posterior means of annotators with few labels (25-36 here) are pooled towards the
     # population; the calibrated check is the interval coverage below.
     mean = post["ability"].mean(("chain", "draw")).to_numpy()
     assert np.corrcoef(mean, sim.parameters["ability"])[0, 1] > 0.8
     difficulty = fit.labels_["difficulty"].to_numpy()
     assert stats.spearmanr(difficulty, sim.parameters["difficulty"]).statistic > 0.5
-    cov_a, inside = coverage(sim.parameters["ability"], post["ability"])
-    assert cov_a >= 0.8, (cov_a, np.flatnonzero(~inside))
-    cov_b, _ = coverage(sim.parameters["inverse_difficulty"], post["inverse_difficulty"])
-    cov_prev, _ = coverage(sim.prevalence, post["prevalence"])
-    sizes = np.array([20, 300, 2])
-    share = np.dot([cov_a, cov_b, cov_prev], sizes) / sizes.sum()
-    assert share >= MIN_COVERAGE, (cov_a, cov_b, cov_prev)
+    inside = parameter_coverage(sim, post, ["ability", "inverse_difficulty", "prevalence"])
+    assert inside[0].mean() >= 0.8, (inside[0].mean(), np.flatnonzero(~inside[0]))
+    assert pooled_coverage(*inside) >= MIN_COVERAGE, [part.mean() for part in inside]

@@ -1,6 +1,6 @@
-"""The fused per-item sum, its hand-derived gradient, the stick-breaking transform, and the
-label-posterior kernel, each against an independent computation (PyTensor's own indexing and
-autodiff, finite differences, SciPy)."""
+"""The confusion-matrix likelihood (its reference graph and the fused numba kernel that replaces
+it), the stick-breaking transform, and the label-posterior kernel, each against an independent
+computation (PyTensor's own indexing and autodiff, finite differences, SciPy)."""
 
 import importlib.util
 from typing import Any
@@ -14,28 +14,36 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from crowdbayes.data import encode_annotations
-from crowdbayes.models._kernels import (
-    _marginal_kernel_for,
-    _marginal_log_space_kernel,
-    _row_inputs,
-    confusion_item_sum,
-    confusion_marginal_log_likelihood,
+import crowdbayes as cb
+import crowdbayes.fast.draws as fast_draws
+from crowdbayes.data import AnnotationData, encode_annotations
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.fast.draws import (
     label_joint_draws,
     label_posterior_draws,
-    marginal_row_inputs,
     normalise_joint,
-    register_jax,
+    row_inputs,
 )
-from crowdbayes.models._likelihood import sum_rows_by_item
-from crowdbayes.models._transforms import (
+from crowdbayes.fast.kernels import (
+    _MAX_GENERATED_CATEGORIES,
+    _marginal_kernel_for,
+    _marginal_log_space_kernel,
+    marginal_log_likelihood,
+    marginal_row_inputs,
+)
+from crowdbayes.fast.rewrites import FusedConfusionMixture
+from crowdbayes.fast.transforms import (
     StickBreaking,
     StickBreakingLog,
     exclusive_cumsum,
+    register_jax,
     stick_breaking_log,
 )
+from crowdbayes.models._shared import ConfusionMixture, sum_rows_by_item
+from crowdbayes.summaries import CONFUSION_ROWS_TAG, LABEL_JOINT
 
 MODES = ["FAST_COMPILE", "NUMBA"]
+HAS_JAX = importlib.util.find_spec("jax") is not None
 
 
 def random_rows(seed: int, n_items: int = 40, n_annotators: int = 7, k: int = 3):
@@ -54,81 +62,158 @@ def random_rows(seed: int, n_items: int = 40, n_annotators: int = 7, k: int = 3)
     return data, log_conf
 
 
-def indexing_form(log_confusion: pt.TensorVariable, data) -> pt.TensorVariable:
+def indexing_form(log_confusion: pt.TensorVariable, data: AnnotationData) -> pt.TensorVariable:
+    """sum_r count_r log theta[a_r, k, y_r] per item by PyTensor indexing of the unique rows."""
     rows = data.compressed
-    terms = log_confusion[rows.annotator_index, :, rows.label_index]
-    return sum_rows_by_item(terms, rows)
+    terms = log_confusion[rows.annotator_index, :, rows.label_index] * rows.count[:, None]
+    return sum_rows_by_item(terms, rows.item_index, rows.n_items)
+
+
+def reference_marginal(
+    log_prevalence: pt.TensorVariable,
+    log_confusion: pt.TensorVariable,
+    data: AnnotationData,
+    gold: np.ndarray,
+) -> pt.TensorVariable:
+    """Per-item log-sum-exp of the indexing form; gold items keep their gold term."""
+    joint = log_prevalence[None, :] + indexing_form(log_confusion, data)
+    per_item = pt.logsumexp(joint, axis=1)
+    known = np.flatnonzero(gold >= 0)
+    return pt.set_subtensor(per_item[known], joint[known, gold[known]])
+
+
+def mixture(
+    log_prevalence: Any, log_confusion: Any, data: AnnotationData, gold: np.ndarray | None = None
+) -> pt.TensorVariable:
+    """The models' likelihood node on the data's label rows (one row per label given)."""
+    gold = np.full(data.n_items, -1) if gold is None else gold
+    out = ConfusionMixture()(
+        log_prevalence, log_confusion, data.annotator_index, data.label_index, data.item_index, gold
+    )
+    return out  # type: ignore[return-value]
+
+
+def op_names(function: Any) -> set[str]:
+    """Names of the Ops in a compiled PyTensor (or PyMC point) function's graph."""
+    function = getattr(function, "f", function)
+    return {type(node.op).__name__ for node in function.maker.fgraph.apply_nodes}
+
+
+LIKELIHOOD_OPS = {"ConfusionMixture", "ConfusionMixturePullback", "FusedConfusionMixture"}
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_item_sum_and_gradient_match_indexing_form(mode: str) -> None:
+def test_mixture_per_item_and_gradient_match_indexing_form(mode: str) -> None:
+    """Per-item values, and the gradient of a weighted sum (a cotangent that varies by item, so
+    the reference pullback runs in every mode), against PyTensor's indexing form."""
     data, log_conf = random_rows(0)
+    gold = np.full(data.n_items, -1)
+    gold[[1, 4]] = [0, 2]
+    lp = pt.tensor("lp", shape=(3,), dtype="float64")
     lc = pt.tensor3("lc", dtype="float64")
-    weights = np.random.default_rng(1).normal(size=(data.n_items, data.n_categories))
-    fused = confusion_item_sum(lc, data.compressed, data.n_annotators)
-    reference = indexing_form(lc, data)
+    weights = np.random.default_rng(1).normal(size=data.n_items)
+    fused = mixture(lp, lc, data, gold)
+    reference = reference_marginal(lp, lc, data, gold)
     outputs = [
         fused,
         reference,
-        pytensor.grad((fused * weights).sum(), lc),
-        pytensor.grad((reference * weights).sum(), lc),
+        *pytensor.grad((fused * weights).sum(), [lp, lc]),
+        *pytensor.grad((reference * weights).sum(), [lp, lc]),
     ]
-    f = pytensor.function([lc], outputs, mode=mode)
-    got, want, got_grad, want_grad = f(log_conf)
-    assert got.shape == (data.n_items, data.n_categories)
+    f = pytensor.function([lp, lc], outputs, mode=mode)
+    assert op_names(f) & LIKELIHOOD_OPS == {"ConfusionMixture", "ConfusionMixturePullback"}
+    log_prev = np.log(np.array([0.5, 0.3, 0.2]))
+    got, want, got_lp, got_lc, want_lp, want_lc = f(log_prev, log_conf)
+    assert got.shape == (data.n_items,)
     np.testing.assert_allclose(got, want, rtol=1e-12)
-    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-12, atol=1e-12)
-    assert np.abs(got_grad).sum() > 0
+    np.testing.assert_allclose(got_lp, want_lp, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_lc, want_lc, rtol=1e-12, atol=1e-12)
+    assert np.abs(got_lc).sum() > 0
 
 
-def test_item_sum_hand_computation() -> None:
+def test_mixture_hand_computation() -> None:
     frame = pd.DataFrame(
         {"item": [1, 1, 1, 2], "annotator": ["a", "b", "b", "b"], "label": [0, 1, 1, 0]}
     )
     data = encode_annotations(frame)
     conf = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.4, 0.6]]])
-    out = confusion_item_sum(pt.as_tensor(np.log(conf)), data.compressed, 2).eval()
+    prev = np.array([0.4, 0.6])
     # item 1: a says 0, b says 1 twice; item 2: b says 0
-    want = np.log([[0.9 * 0.3**2, 0.2 * 0.6**2], [0.7, 0.4]])
+    want = np.log([0.4 * 0.9 * 0.3**2 + 0.6 * 0.2 * 0.6**2, 0.4 * 0.7 + 0.6 * 0.4])
+    out = mixture(pt.as_tensor(np.log(prev)), pt.as_tensor(np.log(conf)), data).eval()
     np.testing.assert_allclose(out, want, rtol=1e-12)
+    # the fused kernel's total, and with item 2 gold in category 1: log(0.6 * 0.4)
+    rows = marginal_row_inputs(data.compressed, 2, np.array([-1, -1]))
+    total, _, _ = marginal_log_likelihood(np.log(prev), np.log(conf), *rows)
+    assert float(total) == pytest.approx(want.sum(), rel=1e-12)
+    rows = marginal_row_inputs(data.compressed, 2, np.array([-1, 1]))
+    total, _, _ = marginal_log_likelihood(np.log(prev), np.log(conf), *rows)
+    assert float(total) == pytest.approx(want[0] + np.log(0.6 * 0.4), rel=1e-12)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", [(1, 3, 3), (3, 3)])
-def test_shared_confusion_is_broadcast_to_annotators(shape: tuple) -> None:
+def test_shared_confusion_is_broadcast_to_annotators(shape: tuple, mode: str) -> None:
+    """One confusion for every annotator, broadcast into the likelihood: value and gradient of
+    the total (the fused kernel under numba) against the indexing form."""
     data, log_conf = random_rows(2)
     shared = log_conf[0].reshape(shape)
+    lp = pt.tensor("lp", shape=(3,), dtype="float64")
     lc = pt.tensor("lc", dtype="float64", shape=shape)
-    fused = confusion_item_sum(lc, data.compressed, data.n_annotators)
-    reference = indexing_form(pt.broadcast_to(lc, (data.n_annotators, 3, 3)), data)
+    full = pt.broadcast_to(lc, (data.n_annotators, 3, 3))
+    gold = np.full(data.n_items, -1)
+    fused = mixture(lp, full, data).sum()
+    reference = reference_marginal(lp, full, data, gold).sum()
     f = pytensor.function(
-        [lc], [fused, reference, pytensor.grad(fused.sum(), lc), pytensor.grad(reference.sum(), lc)]
+        [lp, lc],
+        [fused, reference, pytensor.grad(fused, lc), pytensor.grad(reference, lc)],
+        mode=mode,
     )
-    got, want, got_grad, want_grad = f(shared)
-    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert ("FusedConfusionMixture" in op_names(f)) == (mode == "NUMBA")
+    got, want, got_grad, want_grad = f(np.log([0.2, 0.5, 0.3]), shared)
+    assert float(got) == pytest.approx(float(want), rel=1e-12)
     np.testing.assert_allclose(got_grad, want_grad, rtol=1e-12)
 
 
-def test_second_derivative_is_refused() -> None:
-    data, _ = random_rows(3)
+def test_second_derivative_matches_reference_and_fused_has_none() -> None:
+    """The mixture's gradient is a PyTensor graph, so its own derivative is the reference's;
+    the fused kernel (made after the gradient graph is built) has no derivative."""
+    data, log_conf = random_rows(3)
+    gold = np.full(data.n_items, -1)
+    gold[2] = 1
+    lp = pt.tensor("lp", shape=(3,), dtype="float64")
     lc = pt.tensor3("lc", dtype="float64")
-    g = pytensor.grad(confusion_item_sum(lc, data.compressed, data.n_annotators).sum(), lc)
-    with pytest.raises(Exception, match="not implemented|NullType"):
-        pytensor.grad(g.sum(), lc)
+    direction = np.random.default_rng(3).normal(size=log_conf.shape)
+    outputs = []
+    for total in (mixture(lp, lc, data, gold).sum(), reference_marginal(lp, lc, data, gold).sum()):
+        g = pytensor.grad(total, lc)
+        outputs += pytensor.grad((g * direction).sum(), [lp, lc])
+    got_lp, got_lc, want_lp, want_lc = pytensor.function([lp, lc], outputs, mode="FAST_COMPILE")(
+        np.log([0.2, 0.5, 0.3]), log_conf
+    )
+    np.testing.assert_allclose(got_lp, want_lp, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got_lc, want_lc, rtol=1e-10, atol=1e-12)
+    assert np.abs(got_lc).max() > 0
+    rows = marginal_row_inputs(data.compressed, 3, gold)
+    fused_total = FusedConfusionMixture(3)(lp, lc, *rows)[0]
+    with pytest.raises(NotImplementedError, match="not implemented"):
+        pytensor.grad(fused_total, lc)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax extra not installed")
+@pytest.mark.skipif(not HAS_JAX, reason="jax extra not installed")
 def test_jax_implementation_matches() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    register_jax()
     data, log_conf = random_rows(4)
+    lp = pt.tensor("lp", shape=(3,), dtype="float64")
     lc = pt.tensor3("lc", dtype="float64")
-    fused = confusion_item_sum(lc, data.compressed, data.n_annotators)
-    weights = np.random.default_rng(5).normal(size=(data.n_items, data.n_categories))
-    outputs = [fused, pytensor.grad((fused * weights).sum(), lc)]
-    got = pytensor.function([lc], outputs, mode="JAX")(log_conf)
-    want = pytensor.function([lc], outputs, mode="FAST_COMPILE")(log_conf)
+    fused = mixture(lp, lc, data)
+    weights = np.random.default_rng(5).normal(size=data.n_items)
+    outputs = [fused, *pytensor.grad((fused * weights).sum(), [lp, lc])]
+    log_prev = np.log([0.2, 0.5, 0.3])
+    got = pytensor.function([lp, lc], outputs, mode="JAX")(log_prev, log_conf)
+    want = pytensor.function([lp, lc], outputs, mode="FAST_COMPILE")(log_prev, log_conf)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-12)
 
@@ -136,41 +221,37 @@ def test_jax_implementation_matches() -> None:
 @pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA", "JAX"])
 @pytest.mark.parametrize("static_k", [True, False])
 def test_fused_marginal_and_gradient_match_indexing_form(mode: str, static_k: bool) -> None:
-    """The one-pass marginal (with gold items) equals log-sum-exp over the indexing form, and
-    its gradient equals PyTensor's autodiff of that form; with the number of categories known
-    to the graph (the kernel specialised for it) or not (the generic kernel)."""
+    """The total (with gold items) equals log-sum-exp over the indexing form, and its gradient
+    equals PyTensor's autodiff of that form; with the number of categories known to the graph
+    (under numba, the fused kernel specialised for it replaces the total and its gradient) or
+    not (the reference graph runs)."""
     if mode == "JAX":
-        if importlib.util.find_spec("jax") is None:
+        if not HAS_JAX:
             pytest.skip("jax extra not installed")
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        register_jax()
     data, log_conf = random_rows(6)
     gold = np.full(data.n_items, -1)
     gold[[0, 3, 7]] = [2, 0, 1]
     log_prev = np.log(np.array([0.5, 0.3, 0.2]))
     lp = pt.tensor("lp", shape=(3,) if static_k else (None,), dtype="float64")
     lc = pt.tensor3("lc", dtype="float64")
-    with pytest.raises(ValueError, match="n_categories is needed"):
-        confusion_marginal_log_likelihood(lp, lc, data.compressed, data.n_annotators, gold)
-    fused = confusion_marginal_log_likelihood(
-        lp, lc, data.compressed, data.n_annotators, gold, n_categories=3
-    )
-    joint = lp[None, :] + indexing_form(lc, data)
-    per_item = pt.logsumexp(joint, axis=1)
-    known = np.flatnonzero(gold >= 0)
-    per_item = pt.set_subtensor(per_item[known], joint[known, gold[known]])
-    reference = per_item.sum()
+    fused = mixture(lp, lc, data, gold).sum()
+    reference = reference_marginal(lp, lc, data, gold).sum()
     outputs = [
         fused,
         reference,
         *pytensor.grad(fused, [lp, lc]),
         *pytensor.grad(reference, [lp, lc]),
     ]
-    got, want, g_lp, g_lc, w_lp, w_lc = pytensor.function([lp, lc], outputs, mode=mode)(
-        log_prev, log_conf
-    )
+    f = pytensor.function([lp, lc], outputs, mode=mode)
+    fused_ops = op_names(f) & LIKELIHOOD_OPS
+    if mode == "NUMBA" and static_k:
+        assert fused_ops == {"FusedConfusionMixture"}
+    else:
+        assert fused_ops == {"ConfusionMixture", "ConfusionMixturePullback"}
+    got, want, g_lp, g_lc, w_lp, w_lc = f(log_prev, log_conf)
     assert float(got) == pytest.approx(float(want), rel=1e-12)
     np.testing.assert_allclose(np.asarray(g_lp), w_lp, rtol=1e-10)
     np.testing.assert_allclose(np.asarray(g_lc), w_lc, rtol=1e-10, atol=1e-12)
@@ -196,7 +277,7 @@ def _marginal_case(case: str, k: int, unit: bool = False):
     rng = np.random.default_rng(k)
     if case == "random":
         data, log_conf = random_rows(k, k=k)
-        rows = _row_inputs(data.compressed)
+        rows = row_inputs(data.compressed)
         gold = np.full(data.n_items, -1)
         gold[[0, 3]] = [k - 1, 0]
         return np.log(rng.dirichlet(np.ones(k))), log_conf, rows, gold
@@ -235,7 +316,7 @@ def _marginal_case(case: str, k: int, unit: bool = False):
 
 
 def _kernel_inputs(rows: list[np.ndarray], gold: np.ndarray, k: int) -> list[np.ndarray]:
-    # the ConfusionMarginal data inputs: rows, gold, then cell and unit computed here by hand
+    # marginal_log_likelihood's data inputs: rows, gold, then cell and unit computed by hand
     annotator, label, count, starts = rows
     cell = annotator * k + label
     unit = np.array(
@@ -254,37 +335,147 @@ def _kernel_inputs(rows: list[np.ndarray], gold: np.ndarray, k: int) -> list[np.
     ],
 )
 def test_product_space_marginal_matches_log_space(case: str, unit: bool, k: int) -> None:
-    """The probability-space kernel (generated for the number of categories, its generic form
-    with the number fixed above 12 categories, and the generic one) equals the log-space kernel
-    and a NumPy/SciPy reference, through rescaling (per row, and per block of rows when every
-    count is one), underflow to zero, -inf log-probabilities, repeated rows, gold items and the
-    all-log-space fallback."""
+    """The probability-space kernel (generated for the number of categories, up to
+    ``_MAX_GENERATED_CATEGORIES``; the log-space kernel with the same signature above) and the
+    public entry point equal the log-space kernel and a NumPy/SciPy reference, through
+    rescaling (per row, and per block of rows when every count is one), underflow to zero,
+    -inf log-probabilities, repeated rows, gold items and the all-log-space fallback."""
     log_prev, log_conf, rows, gold = _marginal_case(case, k, unit)
     inputs = _kernel_inputs(rows, gold, k)
     if unit:
         assert inputs[-1][:3].all()
     want = _numpy_marginal(log_prev, log_conf, rows, gold)
-    log_space = _marginal_log_space_kernel(log_prev, log_conf, *rows, gold)
-    for kernel in (_marginal_kernel_for(k), _marginal_kernel_for(None)):
+    log_space = _marginal_log_space_kernel(log_prev, log_conf, *inputs)
+    generated = k <= _MAX_GENERATED_CATEGORIES
+    assert (_marginal_kernel_for(k) is _marginal_log_space_kernel) == (not generated)
+    for kernel in (_marginal_kernel_for(k), marginal_log_likelihood):
         got = kernel(log_prev, log_conf, *inputs)
         for g, w, ls in zip(got, want, log_space, strict=True):
             np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-9)
             np.testing.assert_allclose(np.asarray(g), np.asarray(ls), rtol=1e-12, atol=1e-9)
     assert np.isfinite(float(want[0]))
-    with pytest.raises(ValueError, match="wrong number of categories"):
-        _marginal_kernel_for(k + 1)(log_prev, log_conf, *inputs)
+    if k + 1 <= _MAX_GENERATED_CATEGORIES:  # a kernel generated for another number refuses
+        with pytest.raises(ValueError, match="wrong number of categories"):
+            _marginal_kernel_for(k + 1)(log_prev, log_conf, *inputs)
+
+
+def _label_rows(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(annotator, label, item) with one row per label given: each unique row ``count`` times."""
+    annotator, label, count, starts = rows
+    item = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    times = count.astype(np.int64)
+    assert np.array_equal(times, count)
+    return np.repeat(annotator, times), np.repeat(label, times), np.repeat(item, times)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 9, 12, 13])
+@pytest.mark.parametrize("case", ["random", "long_items", "underflow", "positive"])
+def test_kernel_matches_the_reference_graph(case: str, k: int) -> None:
+    """:func:`marginal_log_likelihood` (what the numba rewrite runs) against the models' own
+    reference graph, :class:`ConfusionMixture` on one row per label given, and PyTensor's
+    gradient of it: gold items, labels repeated (counts above one), 2 to 13 categories (the
+    generated kernels and the log-space one), and probabilities extreme enough to force the
+    log-space redo."""
+    log_prev, log_conf, rows, gold = _marginal_case(case, k)
+    assert (rows[2] > 1).any() and (gold >= 0).any()
+    annotator, label, item = _label_rows(rows)
+    lp = pt.tensor("lp", shape=(k,), dtype="float64")
+    lc = pt.tensor3("lc", dtype="float64")
+    total = ConfusionMixture()(lp, lc, annotator, label, item, gold).sum()  # type: ignore[union-attr]
+    f = pytensor.function([lp, lc], [total, *pytensor.grad(total, [lp, lc])], mode="FAST_COMPILE")
+    want = f(log_prev, log_conf)
+    got = marginal_log_likelihood(log_prev, log_conf, *_kernel_inputs(rows, gold, k))
+    assert np.isfinite(float(want[0]))
+    assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-10, atol=1e-9)
 
 
 def test_marginal_row_inputs_match_the_hand_computation() -> None:
     data, _ = random_rows(2, k=4)
     gold = np.full(data.n_items, -1)
-    rows = _row_inputs(data.compressed)
+    rows = row_inputs(data.compressed)
     got = marginal_row_inputs(data.compressed, 4, gold)
     want = _kernel_inputs(rows, gold, 4)
     assert [a.dtype for a in got] == [a.dtype for a in want]
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
     assert 0 < want[-1].sum() < data.n_items  # items with and without repeated rows
+
+
+# --------------------------------------------------------------------------- compiled models
+#: The models whose labels depend on the true category only through a confusion matrix per
+#: annotator: their likelihood is a ConfusionMixture.
+CONFUSION_MODELS = [
+    "dawid-skene",
+    "class-conditional",
+    "one-coin",
+    "hierarchical-dawid-skene",
+    "mace",
+]
+
+
+@pytest.fixture(scope="module")
+def confusion_data() -> AnnotationData:
+    """Simulated labels with some repeated and some items gold."""
+    sim = cb.simulate_dawid_skene(n_items=30, n_annotators=5, n_categories=3, random_seed=4)
+    frame = pd.concat([sim.annotations, sim.annotations.iloc[:7]])
+    return encode_annotations(frame, gold=sim.true_labels.iloc[:4].to_dict())
+
+
+def _random_points(model: pm.Model, n: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    start = model.initial_point()
+    return [
+        {k: v + rng.normal(scale=0.5, size=v.shape) for k, v in start.items()} for _ in range(n)
+    ]
+
+
+def test_confusion_models_are_the_models_with_confusion_rows(
+    confusion_data: AnnotationData,
+) -> None:
+    """The list above is the models whose ``label_joint`` is tagged as built on confusion rows
+    (the summaries then compute it from the stored confusion draws)."""
+    tagged = [
+        name
+        for name, cls in cb.MODELS.items()
+        if issubclass(cls, BayesianCrowdModel)
+        and getattr(cls.builder(confusion_data)[LABEL_JOINT].tag, CONFUSION_ROWS_TAG, False)
+    ]
+    assert tagged == CONFUSION_MODELS
+
+
+@pytest.mark.parametrize("name", CONFUSION_MODELS)
+def test_models_compile_to_the_fused_kernel_under_numba_only(
+    name: str, confusion_data: AnnotationData
+) -> None:
+    """Each confusion-matrix model's log density and gradient compiled for numba run the fused
+    kernel (no reference node left), and equal the reference graph (FAST_COMPILE) to 1e-10;
+    the C (and JAX) backends keep the reference graph."""
+    if HAS_JAX:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        register_jax()  # the stick-breaking transform's Ops
+    model = cb.get_model(name).builder(confusion_data)
+    compiled = {
+        mode: (model.compile_logp(mode=mode), model.compile_dlogp(mode=mode))
+        for mode in ("NUMBA", "FAST_COMPILE", "CVM", *(["JAX"] if HAS_JAX else []))
+    }
+    for mode, functions in compiled.items():
+        for function in functions:
+            ops = op_names(function) & LIKELIHOOD_OPS
+            if mode == "NUMBA":
+                assert ops == {"FusedConfusionMixture"}, mode
+            else:
+                assert ops and ops <= {"ConfusionMixture", "ConfusionMixturePullback"}, mode
+    for point in _random_points(model, 3):
+        want_logp, want_dlogp = (f(point) for f in compiled["FAST_COMPILE"])
+        assert np.isfinite(want_logp) and np.abs(want_dlogp).max() > 0
+        for mode in compiled:
+            logp, dlogp = (f(point) for f in compiled[mode])
+            assert float(logp) == pytest.approx(float(want_logp), rel=1e-10), mode
+            np.testing.assert_allclose(dlogp, want_dlogp, rtol=1e-10, atol=1e-10, err_msg=mode)
 
 
 # --------------------------------------------------------------------------- stick-breaking
@@ -323,7 +514,7 @@ def test_stick_breaking_dirichlet_logp_and_sampling_moments() -> None:
     with pm.Model() as model:
         pm.Dirichlet("p", a=a, default_transform=StickBreaking())
     value = StickBreaking().forward(x).eval()
-    logp = model.compile_logp(jacobian=False)({"p_stick_breaking__": value})
+    logp = model.compile_logp(jacobian=False)({"p_stickbreaking__": value})
     assert logp == pytest.approx(stats.dirichlet.logpdf(x, a), rel=1e-12)
     with model:
         idata = pm.sample(
@@ -475,9 +666,7 @@ def test_label_posterior_draws_equal_joint_then_normalise(
 ) -> None:
     """The fused, threaded kernel the summaries use gives what the two-step path gives, on
     gold items, repeated rows, an item whose joint is -inf and samples split over threads."""
-    import crowdbayes.models._kernels as kernels
-
-    monkeypatch.setattr(kernels, "_LABEL_THREADS", threads)
+    monkeypatch.setattr(fast_draws, "_LABEL_THREADS", threads)
     data, _ = random_rows(3, n_items=25, n_annotators=6, k=k)
     rng = np.random.default_rng(k)
     n_samples = 130  # more than 64 per thread with 1 thread, two parts of 65 with 3

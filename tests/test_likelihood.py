@@ -1,9 +1,9 @@
 """The marginal likelihood of every model against an independent hand computation.
 
-Each model's ``label_likelihood`` potential, its whole log density (priors included) and the
-NumPy ``label_log_posterior`` are evaluated at a fixed parameter point and compared with plain
-Python loops over the user's rows: for an item without gold,
-``log sum_k pi_k prod_rows theta[j, k, l]``; for a gold item ``g``,
+Each model's observed ``labels`` variable (its log-density per item, and their total), its whole
+log density (priors included) and the draws kernel ``label_posterior_draws`` are evaluated at a
+fixed parameter point and compared with plain Python loops over the user's rows: for an item
+without gold, ``log sum_k pi_k prod_rows theta[j, k, l]``; for a gold item ``g``,
 ``log pi_g + sum_rows log theta[j, g, l]``. Repeated rows enter once each.
 """
 
@@ -15,57 +15,36 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytensor
-import pytensor.tensor as pt
 import pytest
+import xarray as xr
+from _helpers import (
+    MODE,
+    hand_item_log_likelihood,
+    hand_joint,
+    labels_log_likelihood,
+    rows_by_item,
+    to_value_point,
+    toy_three,
+    toy_two,
+    value_of,
+)
 from scipy import stats
 
 import crowdbayes as cb
 from crowdbayes.data import AnnotationData, encode_annotations
+from crowdbayes.fast.draws import label_posterior_draws
 from crowdbayes.models import (
     build_class_conditional,
     build_dawid_skene,
     build_hierarchical_dawid_skene,
     build_one_coin,
 )
-from crowdbayes.models._likelihood import label_log_posterior
-
-# The Python linker compiles in milliseconds; the values are the same on every backend.
-MODE = "FAST_COMPILE"
-
-
-# --------------------------------------------------------------------------- toy data
-def toy_two() -> tuple[pd.DataFrame, dict[Any, Any]]:
-    """Five items, three annotators, two categories; annotator a labels item 5 twice."""
-    frame = pd.DataFrame(
-        {
-            "item": [1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 5],
-            "annotator": ["a", "b", "c", "a", "b", "a", "b", "c", "b", "c", "a", "a", "c"],
-            "label": [0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0],
-        }
-    )
-    return frame, {3: 1}
-
-
-def toy_three() -> tuple[pd.DataFrame, dict[Any, Any]]:
-    """Five items, three annotators, three string categories; repeated (q2, w1, y) rows."""
-    frame = pd.DataFrame(
-        {
-            "item": ["q1", "q1", "q1", "q2", "q2", "q2", "q3", "q3", "q4", "q4", "q4", "q5", "q5"],
-            "annotator": ["w1", "w2", "w3", "w1", "w1", "w2", "w2", "w3", "w1", "w2", "w3", "w1"]
-            + ["w3"],
-            "label": ["x", "y", "x", "y", "y", "z", "z", "z", "x", "x", "y", "z", "x"],
-        }
-    )
-    return frame, {"q4": "x"}
-
-
-TOYS = {"two-categories": toy_two, "three-categories": toy_three}
-
-
-@pytest.fixture(params=list(TOYS), scope="module")
-def toy(request: pytest.FixtureRequest) -> tuple[pd.DataFrame, dict[Any, Any], AnnotationData]:
-    frame, gold = TOYS[request.param]()
-    return frame, gold, encode_annotations(frame, gold=gold)
+from crowdbayes.summaries import (
+    CONFUSION_ROWS_TAG,
+    LABEL_JOINT,
+    ConfusionJointEvaluator,
+    DrawEvaluator,
+)
 
 
 # --------------------------------------------------------------------------- parameter points
@@ -119,34 +98,16 @@ def hand_confusion(name: str, point: dict[str, np.ndarray], n_j: int, n_k: int) 
     return theta
 
 
-def hand_item_log_likelihood(
+def hand_log_likelihoods(
     frame: pd.DataFrame,
     gold: dict[Any, Any],
     data: AnnotationData,
     prevalence: np.ndarray,
-    theta: list,
+    theta: Any,
 ) -> dict[Any, float]:
     """Per user item id, log p(labels of the item) by plain loops over the user's rows."""
-    ann = list(data.annotators)
-    cats = list(data.categories)
-    n_k = len(cats)
-    rows_by_item: dict[Any, list[tuple[int, int]]] = {}
-    for item, annotator, label in frame[["item", "annotator", "label"]].itertuples(index=False):
-        rows_by_item.setdefault(item, []).append((ann.index(annotator), cats.index(label)))
-    out = {}
-    for item, rows in rows_by_item.items():
-        if item in gold:
-            g = cats.index(gold[item])
-            out[item] = math.log(prevalence[g]) + sum(math.log(theta[j][g][c]) for j, c in rows)
-        else:
-            total = 0.0
-            for k in range(n_k):
-                prod = float(prevalence[k])
-                for j, c in rows:
-                    prod *= theta[j][k][c]
-                total += prod
-            out[item] = math.log(total)
-    return out
+    joint = hand_joint(frame, data, prevalence, lambda i, j, k, h: theta[j][k][h])
+    return hand_item_log_likelihood(joint, gold, list(data.categories))
 
 
 def hand_log_prior(name: str, priors: Any, point: dict[str, np.ndarray]) -> float:
@@ -184,30 +145,18 @@ BUILDERS: dict[str, Callable[..., pm.Model]] = {
 }
 
 
-def to_value_point(model: pm.Model, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Map constrained values of the free variables to the model's (transformed) value point."""
-    point = {}
-    for rv in model.free_RVs:
-        value = np.asarray(values[rv.name], dtype=float)
-        value_var = model.rvs_to_values[rv]
-        transform = model.rvs_to_transforms.get(rv)
-        if transform is not None:
-            forward = transform.forward(pt.as_tensor(value), *rv.owner.inputs)
-            value = pytensor.function([], forward, mode=MODE)()
-        point[value_var.name] = np.asarray(value, dtype=float)
-    return point
+def labels_total(model: pm.Model, point: dict[str, np.ndarray]) -> float:
+    """The ``labels`` term of the model's compiled log density."""
+    return float(model.compile_logp(vars=[model["labels"]], mode=MODE)(point))
 
 
-def value_of(model: pm.Model, var: Any, value_point: dict[str, np.ndarray]) -> np.ndarray:
-    """Evaluate a model graph at a value point (random variables replaced by their values)."""
-    (graph,) = model.replace_rvs_by_values([var])
-    fn = model.compile_fn(graph, inputs=model.value_vars, mode=MODE, on_unused_input="ignore")
-    return np.asarray(fn(value_point))
-
-
-def potential_value(model: pm.Model, point: dict[str, np.ndarray]) -> float:
-    (potential,) = [p for p in model.potentials if p.name == "label_likelihood"]
-    return float(value_of(model, potential, point))
+def label_posterior(
+    prevalence: np.ndarray, confusion: np.ndarray, data: AnnotationData
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label probabilities and item log-likelihoods per draw from the draws kernel."""
+    return label_posterior_draws(
+        np.log(prevalence), np.log(confusion), data.compressed, data.gold_index
+    )
 
 
 def constrained_back(model: pm.Model, value_point: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -228,15 +177,21 @@ def test_value_point_round_trips(toy: tuple) -> None:
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
-def test_potential_matches_hand_computation(toy: tuple, name: str) -> None:
+def test_labels_log_likelihood_matches_hand_computation(toy: tuple, name: str) -> None:
     frame, gold, data = toy
     model = BUILDERS[name](data)
     values = random_point(name, data)
     value_point = to_value_point(model, values)
     theta = hand_confusion(name, values, data.n_annotators, data.n_categories)
-    expected = hand_item_log_likelihood(frame, gold, data, values["prevalence"], theta)
+    expected = hand_log_likelihoods(frame, gold, data, values["prevalence"], theta)
     assert len(expected) == data.n_items
-    assert potential_value(model, value_point) == pytest.approx(
+    np.testing.assert_allclose(
+        labels_log_likelihood(model, value_point),
+        [expected[i] for i in data.items],
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    assert labels_total(model, value_point) == pytest.approx(
         sum(expected.values()), rel=1e-12, abs=1e-12
     )
     # The model's confusion (free or deterministic) is the hand-built one.
@@ -286,33 +241,28 @@ def test_model_log_density_is_prior_plus_likelihood(name: str, prior_set: str) -
     values = random_point(name, data)
     value_point = to_value_point(model, values)
     theta = hand_confusion(name, values, data.n_annotators, data.n_categories)
-    loglik = sum(hand_item_log_likelihood(frame, gold, data, values["prevalence"], theta).values())
+    loglik = sum(hand_log_likelihoods(frame, gold, data, values["prevalence"], theta).values())
     logp = float(model.compile_logp(jacobian=False, mode=MODE)(value_point))
     assert logp == pytest.approx(hand_log_prior(name, priors, values) + loglik, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
-def test_numpy_label_posterior_matches_hand_computation(toy: tuple, name: str) -> None:
+def test_label_posterior_draws_match_hand_computation(toy: tuple, name: str) -> None:
     frame, gold, data = toy
     values = random_point(name, data)
     n_j, n_k = data.n_annotators, data.n_categories
     theta = hand_confusion(name, values, n_j, n_k)
     prevalence = values["prevalence"]
-    log_post, item_ll = label_log_posterior(
-        np.log(prevalence)[None], np.log(np.asarray(theta))[None], data
-    )
-    assert log_post.shape == (1, data.n_items, n_k)
+    probs, item_ll = label_posterior(prevalence[None], np.asarray(theta)[None], data)
+    assert probs.shape == (1, data.n_items, n_k)
     assert item_ll.shape == (1, data.n_items)
-    expected = hand_item_log_likelihood(frame, gold, data, prevalence, theta)
+    expected = hand_log_likelihoods(frame, gold, data, prevalence, theta)
     np.testing.assert_allclose(item_ll[0], [expected[i] for i in data.items], rtol=1e-12)
 
-    ann, cats = list(data.annotators), list(data.categories)
+    cats = list(data.categories)
+    by_item = rows_by_item(frame, data)
     for pos, item in enumerate(data.items):
-        rows = [
-            (ann.index(a), cats.index(lab))
-            for it, a, lab in frame[["item", "annotator", "label"]].itertuples(index=False)
-            if it == item
-        ]
+        rows = by_item[item]
         joint = []
         for k in range(n_k):
             prod = float(prevalence[k])
@@ -323,18 +273,18 @@ def test_numpy_label_posterior_matches_hand_computation(toy: tuple, name: str) -
             want = [1.0 if cats[k] == gold[item] else 0.0 for k in range(n_k)]
         else:
             want = [p / sum(joint) for p in joint]
-        np.testing.assert_allclose(np.exp(log_post[0, pos]), want, rtol=1e-10, atol=1e-300)
+        np.testing.assert_allclose(probs[0, pos], want, rtol=1e-10, atol=1e-300)
 
 
-def test_numpy_label_posterior_over_several_draws(toy: tuple) -> None:
+def test_label_posterior_draws_over_several_draws(toy: tuple) -> None:
     """Each draw is evaluated on its own parameters (the draw axis is not mixed up)."""
     frame, gold, data = toy
     points = [random_point("dawid-skene", data, seed=s) for s in (1, 2, 3)]
-    log_prev = np.log(np.stack([p["prevalence"] for p in points]))
-    log_conf = np.log(np.stack([p["confusion"] for p in points]))
-    _, item_ll = label_log_posterior(log_prev, log_conf, data)
+    prevalence = np.stack([p["prevalence"] for p in points])
+    confusion = np.stack([p["confusion"] for p in points])
+    _, item_ll = label_posterior(prevalence, confusion, data)
     for d, p in enumerate(points):
-        expected = hand_item_log_likelihood(frame, gold, data, p["prevalence"], p["confusion"])
+        expected = hand_log_likelihoods(frame, gold, data, p["prevalence"], p["confusion"])
         np.testing.assert_allclose(item_ll[d], [expected[i] for i in data.items], rtol=1e-12)
 
 
@@ -348,13 +298,13 @@ def test_repeated_label_counts_twice(toy: tuple) -> None:
     theta = values["confusion"]
     once = encode_annotations(frame[~dup], gold=gold)
     assert once.n_annotations == data.n_annotations - 1
-    _, ll_twice = label_log_posterior(np.log(values["prevalence"])[None], np.log(theta)[None], data)
-    _, ll_once = label_log_posterior(np.log(values["prevalence"])[None], np.log(theta)[None], once)
+    _, ll_twice = label_posterior(values["prevalence"][None], theta[None], data)
+    _, ll_once = label_posterior(values["prevalence"][None], theta[None], once)
     pos = data.items.get_loc(item)
     diff = ll_twice[0] - ll_once[0]
     assert np.all(diff[np.arange(data.n_items) != pos] == 0)
     assert diff[pos] < 0  # one more factor below 1
-    expected = hand_item_log_likelihood(frame, gold, data, values["prevalence"], theta)
+    expected = hand_log_likelihoods(frame, gold, data, values["prevalence"], theta)
     assert ll_twice[0, pos] == pytest.approx(expected[item], rel=1e-12)
 
 
@@ -420,27 +370,17 @@ def test_logp_and_gradient_toy(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name",
-    [n for n, c in cb.MODELS.items() if getattr(c, "joint_from_confusion", False)],
+    "name", ["dawid-skene", "class-conditional", "one-coin", "hierarchical-dawid-skene", "mace"]
 )
 def test_confusion_joint_from_draws_equals_the_model_expression(name: str) -> None:
     """Summaries of these models compute label_joint from the stored draws: it must be the
     model's own expression, draw by draw (including gold items and repeated rows)."""
-    import warnings
-
-    import xarray as xr
-
-    from crowdbayes.models._common import LABEL_JOINT
-    from crowdbayes.models._draws import ConfusionJointEvaluator, DrawEvaluator
-    from crowdbayes.simulate import simulate_dawid_skene
-
-    sim = simulate_dawid_skene(n_items=30, n_annotators=5, n_categories=3, random_seed=4)
+    sim = cb.simulate_dawid_skene(n_items=30, n_annotators=5, n_categories=3, random_seed=4)
     frame = pd.concat([sim.annotations, sim.annotations.iloc[:7]])  # repeated labels
     data = encode_annotations(frame, gold=sim.true_labels.iloc[:4].to_dict())
     model = cb.get_model(name).build_model(data)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The effect of Potentials")
-        prior = pm.sample_prior_predictive(draws=6, model=model, random_seed=1)["prior"]
+    assert getattr(model[LABEL_JOINT].tag, CONFUSION_ROWS_TAG)  # what the summaries read
+    prior = pm.sample_prior_predictive(draws=6, model=model, random_seed=1)["prior"]
     prior = prior.to_dataset() if hasattr(prior, "to_dataset") else prior
     posterior = xr.Dataset({v: prior[v] for v in prior.data_vars})
     assert ConfusionJointEvaluator.applies(posterior)
@@ -451,10 +391,6 @@ def test_confusion_joint_from_draws_equals_the_model_expression(name: str) -> No
 
 
 def test_confusion_joint_needs_positive_draws() -> None:
-    import xarray as xr
-
-    from crowdbayes.models._draws import ConfusionJointEvaluator
-
     conf = np.full((1, 2, 3, 2, 2), 0.5)
     posterior = xr.Dataset(
         {

@@ -5,7 +5,7 @@ The wrong-label logit of annotator ``j`` on item ``i`` of true category ``k`` is
 + item_scale[k, h] * item_effect[i, m(k, h)]``, the right label's 0; the likelihood is checked
 against plain loops over the user's rows (gold item, repeated label), the quadrature model used
 by ``method="map"`` against scipy's adaptive integration. Shared helpers come from
-``test_item_difficulty.py``.
+``_item_effects.py``.
 """
 
 import math
@@ -14,39 +14,48 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
-from test_item_difficulty import (
+from _helpers import (
     MODE,
-    NUTS_SMALL,
-    Logit,
-    accuracy,
-    check_cli_fit,
-    check_difficulty_table,
-    check_named_variables,
-    coverage,
-    difficulty_correlation,
-    error_cell,
+    check_log_density,
     fit_quietly,
-    hand_item_log_likelihood,
-    hand_label_probabilities,
-    majority_accuracy,
-    oracle_accuracy,
-    potential_value,
+    label_accuracy,
+    mv_accuracy,
+    parameter_coverage,
+    pooled_coverage,
     to_value_point,
     toy_three,
     toy_two,
     value_of,
 )
+from _item_effects import (
+    NUTS_SMALL,
+    Logit,
+    check_cli_fit,
+    check_difficulty_table,
+    check_hand_likelihood,
+    check_integrated_model,
+    difficulty_correlation,
+    error_cell,
+    fit_like_rte,
+    hand_label_probabilities,
+    logit_probability,
+    oracle_accuracy,
+    random_point,
+)
+from scipy import stats
 
 import crowdbayes as cb
 from crowdbayes.data import AnnotationData, encode_annotations
-from crowdbayes.estimators import MODELS, LogisticRandomEffects, get_model, rebuild_model
+from crowdbayes.models import MODELS, LogisticRandomEffects, get_model, rebuild_model
 from crowdbayes.models.logistic_random_effects import (
     LogisticRandomEffectsPriors,
     build_logistic_random_effects,
     build_logistic_random_effects_integrated,
 )
 from crowdbayes.simulate import simulate_logistic_random_effects
+
+#: The global parameters whose 94 % intervals the NUTS fits must cover.
+GLOBALS = ["prevalence", "error_mean", "error_scale", "item_scale"]
 
 
 def lre_logit(point: dict[str, np.ndarray], n_k: int, *, typical: bool = False) -> Logit:
@@ -62,18 +71,8 @@ def lre_logit(point: dict[str, np.ndarray], n_k: int, *, typical: bool = False) 
     return logit
 
 
-def random_point(data: AnnotationData, seed: int = 11) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    n_k = data.n_categories
-    n_err = n_k * (n_k - 1)
-    return {
-        "prevalence": rng.dirichlet(np.full(n_k, 2.0)),
-        "error_mean": rng.normal(-1.0, 1.0, size=n_err),
-        "error_scale": rng.uniform(0.3, 1.5, size=n_err),
-        "item_scale": rng.uniform(0.3, 1.5, size=n_err),
-        "annotator_effect": rng.normal(size=(data.n_annotators, n_err)),
-        "item_effect": rng.normal(size=(data.n_items, n_k - 1)),
-    }
+def lre_point(data: AnnotationData, seed: int = 11) -> dict[str, np.ndarray]:
+    return random_point(data, seed, annotator_effects=True)
 
 
 def true_annotator_logits(sim: cb.Simulation) -> np.ndarray:
@@ -86,34 +85,17 @@ def true_annotator_logits(sim: cb.Simulation) -> np.ndarray:
 def test_likelihood_matches_hand_computation(toy: Callable[[], tuple]) -> None:
     frame, gold = toy()
     data = encode_annotations(frame, gold=gold)
-    assert data.n_annotations == len(frame) and (data.gold_index >= 0).sum() == 1
-    model = build_logistic_random_effects(data)
-    values = random_point(data)
-    value_point = to_value_point(model, values)
+    values = lre_point(data)
     n_k = data.n_categories
-    logit = lre_logit(values, n_k)
-    expected = hand_item_log_likelihood(frame, gold, data, values["prevalence"], logit)
-    assert len(expected) == data.n_items
-    assert potential_value(model, value_point) == pytest.approx(
-        sum(expected.values()), rel=1e-12, abs=1e-12
-    )
-    check_named_variables(
-        model,
-        value_point,
-        frame,
-        gold,
-        data,
-        values["prevalence"],
-        logit,
-        typical=lre_logit(values, n_k, typical=True),
-    )
+    logit, typical = lre_logit(values, n_k), lre_logit(values, n_k, typical=True)
+    check_hand_likelihood(build_logistic_random_effects, frame, gold, values, logit, typical)
 
 
 def test_confusion_is_each_annotator_on_an_average_item() -> None:
     frame, gold = toy_three()
     data = encode_annotations(frame, gold=gold)
     model = build_logistic_random_effects(data)
-    values = random_point(data)
+    values = lre_point(data)
     confusion = value_of(model, model["confusion"], to_value_point(model, values))
     logit = lre_logit({**values, "item_effect": np.zeros_like(values["item_effect"])}, 3)
     want = [
@@ -130,13 +112,8 @@ def test_log_density_is_prior_plus_likelihood() -> None:
     priors = LogisticRandomEffectsPriors(
         prevalence=1.3, prior_accuracy=0.65, mean_scale=1.3, annotator_scale=0.7, item_scale=0.9
     )
-    model = build_logistic_random_effects(data, priors)
-    values = random_point(data, seed=3)
-    loglik = sum(
-        hand_item_log_likelihood(
-            frame, gold, data, values["prevalence"], lre_logit(values, 3)
-        ).values()
-    )
+    values = lre_point(data, seed=3)
+    probability = logit_probability(lre_logit(values, 3), 3)
     prior = (
         stats.dirichlet.logpdf(values["prevalence"], np.full(3, 1.3))
         + stats.norm.logpdf(values["error_mean"], math.log((1 - 0.65) / (0.65 * 2)), 1.3).sum()
@@ -145,15 +122,15 @@ def test_log_density_is_prior_plus_likelihood() -> None:
         + stats.norm.logpdf(values["annotator_effect"]).sum()
         + stats.norm.logpdf(values["item_effect"]).sum()
     )
-    logp = float(model.compile_logp(jacobian=False, mode=MODE)(to_value_point(model, values)))
-    assert logp == pytest.approx(prior + loglik, rel=1e-12)
+    toy = (frame, gold, data)
+    check_log_density(build_logistic_random_effects, priors, toy, values, probability, prior)
 
 
 def test_logp_gradient_matches_finite_differences() -> None:
     frame, gold = toy_three()
     data = encode_annotations(frame, gold=gold)
     model = build_logistic_random_effects(data)
-    point = to_value_point(model, random_point(data, seed=5))
+    point = to_value_point(model, lre_point(data, seed=5))
     logp = model.compile_logp(mode=MODE)
     dlogp = model.compile_dlogp(mode=MODE)
     grad = dlogp(point)
@@ -173,46 +150,11 @@ def test_logp_gradient_matches_finite_differences() -> None:
 
 
 def test_integrated_model_matches_numerical_integration() -> None:
-    frame, gold = toy_two()
-    data = encode_annotations(frame, gold=gold)
-    model = build_logistic_random_effects_integrated(data)
-    values = random_point(data)
-    values.pop("item_effect")
-    value_point = to_value_point(model, values)
-    cats, ann = list(data.categories), list(data.annotators)
-    total, means = 0.0, []
-    for item in data.items:
-        rows = [
-            (ann.index(a), cats.index(lab))
-            for it, a, lab in frame[["item", "annotator", "label"]].itertuples(index=False)
-            if it == item
-        ]
-        ks = [cats.index(gold[item])] if item in gold else [0, 1]
-
-        def likelihood(e: float, k: int, rows: list = rows) -> float:
-            logit = lre_logit({**values, "item_effect": np.full((data.n_items, 1), e)}, 2)
-            prod = 1.0
-            for j, c in rows:
-                prod *= hand_label_probabilities(logit, 0, j, k, 2)[c]
-            return prod
-
-        def moment(power: int, ks: list[int] = ks) -> float:
-            return sum(
-                values["prevalence"][k]
-                * integrate.quad(
-                    lambda e, k=k: e**power * stats.norm.pdf(e) * likelihood(e, k), -12, 12
-                )[0]
-                for k in ks
-            )
-
-        mass = moment(0)
-        total += math.log(mass)
-        means.append(moment(1) / mass)
     # 20 Gauss-Hermite nodes: the likelihood agrees to ~1e-9, the posterior mean effect (a
     # less smooth integrand) to ~1e-5 (measured 7e-6); an indexing or gold error is >= 1e-2.
-    assert potential_value(model, value_point) == pytest.approx(total, rel=1e-7)
-    effect = value_of(model, model["item_effect"], value_point)
-    np.testing.assert_allclose(effect[:, 0], means, rtol=1e-4, atol=1e-8)
+    check_integrated_model(
+        build_logistic_random_effects_integrated, lre_point, lre_logit, mean_rtol=1e-4
+    )
 
 
 # --------------------------------------------------------------------------- simulator
@@ -311,7 +253,8 @@ def test_map_labels_difficulty_and_annotators(
 ) -> None:
     """Annotators are told apart: labels clearly better than majority vote (measured 0.85 vs
     0.80; the Bayes rule at the true parameters scores 0.90, Dawid-Skene's MAP 0.84)."""
-    assert accuracy(map_fit, map_sim) >= majority_accuracy(map_sim) + 0.03
+    majority = mv_accuracy(map_sim.annotations, map_sim.true_labels)
+    assert label_accuracy(map_fit, map_sim) >= majority + 0.03
     assert difficulty_correlation(map_fit, map_sim) > 0.3
     check_difficulty_table(map_fit.labels_, intervals=False)
     post = map_fit.datatree_.posterior
@@ -362,19 +305,11 @@ def test_nuts_recovers_labels_difficulty_and_globals(
     assert model.diagnostics_.permuted_chains == [], messages
     assert model.diagnostics_.n_divergent == 0, messages
     oracle = oracle_accuracy(nuts_sim, true_annotator_logits(nuts_sim))
-    assert accuracy(model, nuts_sim) >= oracle - 0.03
+    assert label_accuracy(model, nuts_sim) >= oracle - 0.03
     assert difficulty_correlation(model, nuts_sim) > 0.3
     post = model.datatree_.posterior
-    p = nuts_sim.parameters
-    inside = np.concatenate(
-        [
-            coverage(nuts_sim.prevalence, post["prevalence"]),
-            coverage(p["error_mean"], post["error_mean"]),
-            coverage(p["error_scale"], post["error_scale"]),
-            coverage(p["item_scale"], post["item_scale"]),
-        ]
-    )
-    assert inside.mean() >= 6 / 8, inside
+    inside = parameter_coverage(nuts_sim, post, GLOBALS)
+    assert pooled_coverage(*inside) >= 6 / 8, inside
     check_difficulty_table(model.labels_, intervals=True)
 
 
@@ -386,40 +321,18 @@ def test_nuts_recovers_labels_difficulty_and_globals(
     "model with item effects integrated out is the open fix",
 )
 def test_nuts_recovery_binary_ten_labels() -> None:
-    """Default NUTS settings on data shaped like rte / temp: binary, ten labels per item.
+    """Default NUTS settings on data shaped like rte / temp (``fit_like_rte``).
 
-    The item effects, sampled, mix slowly even here (see below).
     With three categories and five labels per item (400 items, item_scale 2.0) the default
     run did not converge (R-hat 1.23, bulk ESS 14): see the model's module notes.
     """
-    sim = simulate_logistic_random_effects(
-        n_items=400,
-        n_annotators=15,
-        n_categories=2,
-        labels_per_item=10,
-        error_mean=-2.0,
-        item_scale=1.5,
-        random_seed=404,
-    )
     model = LogisticRandomEffects()
-    messages = fit_quietly(model, sim.annotations, random_seed=4)
-    assert model.diagnostics_.permuted_chains == [], messages
+    sim, _ = fit_like_rte(model, simulate_logistic_random_effects, item_scale=1.5)
     # Default NUTS does not converge here either (measured: R-hat 1.09, bulk ESS 42).
     # What must hold: the fit says so, and labels, difficulties and intervals are right.
-    rhat = model.diagnostics_.max_rhat
-    assert (rhat > 1.01) == any("R-hat" in m for m in messages), (rhat, messages)
-    assert accuracy(model, sim) >= oracle_accuracy(sim, true_annotator_logits(sim)) - 0.02
-    assert accuracy(model, sim) >= majority_accuracy(sim)
+    assert label_accuracy(model, sim) >= oracle_accuracy(sim, true_annotator_logits(sim)) - 0.02
+    assert label_accuracy(model, sim) >= mv_accuracy(sim.annotations, sim.true_labels)
     assert difficulty_correlation(model, sim) > 0.5
     post = model.datatree_.posterior
-    p = sim.parameters
-    inside = np.concatenate(
-        [
-            coverage(sim.prevalence, post["prevalence"]),
-            coverage(p["error_mean"], post["error_mean"]),
-            coverage(p["error_scale"], post["error_scale"]),
-            coverage(p["item_scale"], post["item_scale"]),
-            coverage(sim.confusion, post["confusion"]).ravel(),
-        ]
-    )
-    assert inside.mean() >= 0.85, inside
+    inside = parameter_coverage(sim, post, [*GLOBALS, "confusion"])
+    assert pooled_coverage(*inside) >= 0.85, inside

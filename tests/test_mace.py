@@ -7,18 +7,33 @@ parameters with plain Python (``c_j [h = k] + (1 - c_j) xi_jh``, ``c_j`` the inv
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import (
+    MIN_COVERAGE,
+    MODE,
+    SHORT_NUTS,
+    check_beats_majority_vote,
+    check_label_distribution,
+    check_label_joint,
+    check_log_density,
+    check_short_nuts_fit,
+    fit_on_the_command_line,
+    fit_quietly,
+    hand_joint,
+    parameter_coverage,
+    pooled_coverage,
+    recovery_fit,
+    to_value_point,
+    toy_two,
+    value_of,
+)
 from scipy import stats
-from test_likelihood import MODE, to_value_point, toy_three, toy_two, value_of
-from test_recovery import MIN_COVERAGE, coverage, fit_quietly, mv_accuracy
 
-from crowdbayes.cli import main
 from crowdbayes.data import AnnotationData, encode_annotations
-from crowdbayes.estimators import MODELS, Mace, get_model, rebuild_model
+from crowdbayes.models import MODELS, Mace, get_model, rebuild_model
 from crowdbayes.models.mace import MacePriors, build_mace
 from crowdbayes.simulate import Simulation, simulate_mace
 
@@ -54,30 +69,6 @@ def hand_theta(point: dict[str, np.ndarray], n_j: int, n_k: int) -> list[list[li
     return theta
 
 
-def hand_joint(
-    frame: pd.DataFrame, data: AnnotationData, prevalence: np.ndarray, theta: list
-) -> dict[Any, list[float]]:
-    """Per user item id: [log pi_k + sum over the item's rows of log theta[j][k][label]]."""
-    ann, cats = list(data.annotators), list(data.categories)
-    out: dict[Any, list[float]] = {}
-    for item, annotator, label in frame[["item", "annotator", "label"]].itertuples(index=False):
-        j, h = ann.index(annotator), cats.index(label)
-        terms = out.setdefault(item, [math.log(p) for p in prevalence])
-        for k in range(len(cats)):
-            terms[k] += math.log(theta[j][k][h])
-    return out
-
-
-def hand_log_likelihood(joint: dict[Any, list[float]], gold: dict, cats: list) -> float:
-    total = 0.0
-    for item, terms in joint.items():
-        if item in gold:
-            total += terms[cats.index(gold[item])]
-        else:
-            total += math.log(sum(math.exp(t) for t in terms))
-    return total
-
-
 def hand_log_prior(priors: MacePriors, point: dict[str, np.ndarray]) -> float:
     n_k = len(point["prevalence"])
     lp = stats.dirichlet.logpdf(point["prevalence"], np.full(n_k, priors.prevalence))
@@ -89,7 +80,6 @@ def hand_log_prior(priors: MacePriors, point: dict[str, np.ndarray]) -> float:
     return float(lp)
 
 
-TOYS = {"two-categories": toy_two, "three-categories": toy_three}
 PRIORS = {
     "default": MacePriors(),
     "other": MacePriors(
@@ -103,29 +93,17 @@ PRIORS = {
 
 
 @pytest.mark.parametrize("prior_set", list(PRIORS))
-@pytest.mark.parametrize("toy", list(TOYS))
-def test_log_density_matches_hand_computation(toy: str, prior_set: str) -> None:
+def test_log_density_matches_hand_computation(toy: tuple, prior_set: str) -> None:
     """Whole logp (no Jacobian) = scipy priors + hand likelihood; gold item and repeat included."""
-    frame, gold = TOYS[toy]()
-    assert frame.duplicated().sum() == 1  # one annotator gives the same label twice
-    data = encode_annotations(frame, gold=gold)
-    priors = PRIORS[prior_set]
-    model = build_mace(data, priors)
+    _, _, data = toy
     point = mace_point(data)
-    value_point = to_value_point(model, point)
     theta = hand_theta(point, data.n_annotators, data.n_categories)
-    joint = hand_joint(frame, data, point["prevalence"], theta)
-    loglik = hand_log_likelihood(joint, gold, list(data.categories))
-    (potential,) = model.potentials
-    assert float(value_of(model, potential, value_point)) == pytest.approx(loglik, rel=1e-12)
-    logp = float(model.compile_logp(jacobian=False, mode=MODE)(value_point))
-    assert logp == pytest.approx(hand_log_prior(priors, point) + loglik, rel=1e-12)
+    priors, log_prior = PRIORS[prior_set], hand_log_prior(PRIORS[prior_set], point)
+    check_log_density(build_mace, priors, toy, point, lambda i, j, k, h: theta[j][k][h], log_prior)
 
 
-@pytest.mark.parametrize("toy", list(TOYS))
-def test_named_variables_match_hand_computation(toy: str) -> None:
-    frame, gold = TOYS[toy]()
-    data = encode_annotations(frame, gold=gold)
+def test_named_variables_match_hand_computation(toy: tuple) -> None:
+    frame, gold, data = toy
     model = build_mace(data)
     point = mace_point(data, seed=9)
     value_point = to_value_point(model, point)
@@ -136,16 +114,13 @@ def test_named_variables_match_hand_computation(toy: str) -> None:
     np.testing.assert_allclose(
         competence, [theta[j][0][0] - theta[j][1][0] for j in range(data.n_annotators)]
     )
-    joint = hand_joint(frame, data, point["prevalence"], theta)
-    np.testing.assert_allclose(
-        value_of(model, model["label_joint"], value_point),
-        [joint[item] for item in data.items],
-        rtol=1e-12,
-    )
-    every = value_of(model, model["annotation_log_probability"], value_point)
-    assert every.shape == (data.n_annotations, n_k, n_k)
-    for r, j in enumerate(data.annotator_index):
-        np.testing.assert_allclose(np.exp(every[r]), theta[j], rtol=1e-12)
+    joint = hand_joint(frame, data, point["prevalence"], lambda i, j, k, h: theta[j][k][h])
+    check_label_joint(model, value_point, joint, data)
+
+    def row(i: int, j: int, k: int) -> list[float]:
+        return [math.log(p) for p in theta[j][k]]
+
+    check_label_distribution(build_mace, frame, data, point, row)
     assert "item_error_rate" not in model.named_vars
 
 
@@ -213,39 +188,27 @@ def map_fit(map_sim: Simulation) -> Mace:
 
 
 def test_map_fit(map_sim: Simulation, map_fit: Mace) -> None:
-    sim, fit = map_sim, map_fit
-    accuracy = float((fit.labels_["label"] == sim.true_labels).mean())
-    assert accuracy >= mv_accuracy(sim.annotations, sim.true_labels)
-    post = fit.datatree_.posterior
+    check_beats_majority_vote(map_fit, map_sim)
+    post = map_fit.datatree_.posterior
     competence = post["competence"].to_numpy().ravel()
-    assert np.corrcoef(competence, sim.parameters["competence"])[0, 1] > 0.8
+    assert np.corrcoef(competence, map_sim.parameters["competence"])[0, 1] > 0.8
     np.testing.assert_allclose(post["confusion"].sum("category"), 1.0)
-    assert fit.diagnostics_.n_draws == 1
-    estimator, model = rebuild_model(fit.result_)
+    assert map_fit.diagnostics_.n_draws == 1
+    estimator, model = rebuild_model(map_fit.result_)
     assert isinstance(estimator, Mace) and "spam_distribution" in model.named_vars
 
 
 @pytest.fixture(scope="module")
 def nuts_fit() -> tuple[Mace, Simulation, list[str]]:
-    """A small NUTS fit on MACE's own simulation (150 items, 10 annotators, 3 categories)."""
+    """A short NUTS fit on MACE's own simulation (150 items, 10 annotators, 3 categories)."""
     sim = simulate_mace(n_items=150, n_annotators=10, n_categories=3, random_seed=8)
     fit = Mace()
-    messages = fit_quietly(
-        fit, sim.annotations, draws=200, tune=300, chains=2, sampler="nutpie", random_seed=2
-    )
-    return fit, sim, messages
+    return fit, sim, fit_quietly(fit, sim.annotations, **SHORT_NUTS)
 
 
 def test_nuts_fit_labels_and_no_label_switching(nuts_fit: tuple) -> None:
-    fit, sim, messages = nuts_fit
-    assert fit.diagnostics_.permuted_chains == [], messages
-    assert fit.diagnostics_.n_divergent == 0, messages
-    accuracy = float((fit.labels_["label"] == sim.true_labels).mean())
-    assert accuracy >= mv_accuracy(sim.annotations, sim.true_labels)
-    post = fit.datatree_.posterior
-    assert post["competence"].dims == ("chain", "draw", "annotator")
-    mean = post["competence"].mean(("chain", "draw")).to_numpy()
-    assert stats.spearmanr(mean, sim.parameters["competence"]).statistic > 0.7
+    check_short_nuts_fit(*nuts_fit, skill="competence")
+    post = nuts_fit[0].datatree_.posterior
     # Annotator accuracy = sum_k prevalence_k confusion_jkk = c + (1 - c) sum_k prevalence_k xi_k.
     c = post["competence"]
     chance = (post["prevalence"] * post["spam_distribution"]).sum("category")
@@ -255,16 +218,12 @@ def test_nuts_fit_labels_and_no_label_switching(nuts_fit: tuple) -> None:
 def test_fit_through_the_command_line(
     map_sim: Simulation, map_fit: Mace, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    csv = tmp_path / "annotations.csv"
-    map_sim.annotations.to_csv(csv, index=False)
-    out = tmp_path / "out"
-    rc = main(["fit", str(csv), "--model", "mace", "--method", "map", "--out", str(out)])
-    assert rc == 0, capsys.readouterr().err
+    out, captured = fit_on_the_command_line("mace", map_sim.annotations, tmp_path, capsys)
     labels = pd.read_csv(out / "labels.csv")
     assert labels.columns.tolist() == ["item", "label", "probability", "p_0", "p_1", "p_2"]
     expected = map_fit.labels_.drop(columns="entropy").reset_index()
     pd.testing.assert_frame_equal(labels, expected, check_dtype=False, rtol=1e-6)
-    assert "fitted mace" in capsys.readouterr().out
+    assert "fitted mace" in captured.out
 
 
 # --------------------------------------------------------------------------- slow recovery
@@ -272,22 +231,13 @@ def test_fit_through_the_command_line(
 def test_mace_recovery() -> None:
     sim = simulate_mace(n_items=300, n_annotators=20, n_categories=3, random_seed=404)
     fit = Mace()
-    messages = fit_quietly(fit, sim.annotations, draws=1000, tune=1000, chains=4, random_seed=4)
-    d = fit.diagnostics_
-    assert d.permuted_chains == [] and d.max_rhat < 1.02 and d.n_divergent == 0, messages
-    accuracy = float((fit.labels_["label"] == sim.true_labels).mean())
-    assert accuracy >= mv_accuracy(sim.annotations, sim.true_labels)
-    post = fit.datatree_.posterior
+    post = recovery_fit(fit, sim)
     # Posterior means of annotators with few labels (28-36 here) are pooled towards the
     # population, so their ranking, not their raw values, is what the means must get right;
     # the calibrated check is the interval coverage below.
     mean = post["competence"].mean(("chain", "draw")).to_numpy()
     assert stats.spearmanr(mean, sim.parameters["competence"]).statistic > 0.8
     assert np.corrcoef(mean, sim.parameters["competence"])[0, 1] > 0.75
-    cov_c, inside = coverage(sim.parameters["competence"], post["competence"])
-    cov_xi, _ = coverage(sim.parameters["spam_distribution"], post["spam_distribution"])
-    cov_prev, _ = coverage(sim.prevalence, post["prevalence"])
-    assert cov_c >= 0.8, (cov_c, np.flatnonzero(~inside))
-    sizes = np.array([20, 60, 3])
-    share = np.dot([cov_c, cov_xi, cov_prev], sizes) / sizes.sum()
-    assert share >= MIN_COVERAGE, (cov_c, cov_xi, cov_prev)
+    inside = parameter_coverage(sim, post, ["competence", "spam_distribution", "prevalence"])
+    assert inside[0].mean() >= 0.8, (inside[0].mean(), np.flatnonzero(~inside[0]))
+    assert pooled_coverage(*inside) >= MIN_COVERAGE, [part.mean() for part in inside]

@@ -1,4 +1,4 @@
-"""The lean nutpie compile (:mod:`crowdbayes._nutpie`): same log-density and gradient as
+"""The lean nutpie compile (:mod:`crowdbayes.fast.nutpie`): same log-density and gradient as
 PyTensor's, same sampler, a fallback to nutpie's own compile, and numba left as it was."""
 
 import ctypes
@@ -9,7 +9,7 @@ import pytest
 from numba.core import codegen
 
 import crowdbayes as cb
-from crowdbayes import _nutpie
+from crowdbayes.fast import nutpie as _nutpie
 from crowdbayes.inference import sample_posterior
 
 

@@ -19,31 +19,15 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 import crowdbayes as cb
-from crowdbayes.estimators import MODELS, BayesianCrowdModel
+from crowdbayes import crowd_statistics as cs
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.models import MODELS
 from crowdbayes.plots import (
     plot_ppc_agreement,
     plot_ppc_annotator_frequencies,
     plot_ppc_vote_counts,
 )
-from crowdbayes.predictive import (
-    agreement_histogram,
-    agreement_sd,
-    annotator_frequencies,
-    category_frequencies,
-    check_table,
-    item_agreement,
-    item_vote_counts,
-    mean_agreement,
-    pairwise_agreement,
-    posterior_predictive,
-    predictive_check,
-    predictive_statistics,
-    prior_predictive,
-    self_agreement,
-    unanimous_share,
-    vote_count_discrepancy,
-    vote_count_histogram,
-)
+from crowdbayes.predictive import posterior_predictive, predictive_check, prior_predictive
 from crowdbayes.simulate import simulate_annotations
 
 matplotlib.use("Agg")
@@ -124,17 +108,17 @@ def design() -> cb.AnnotationData:
 
 def package_statistics(labels: Any, data: cb.AnnotationData) -> dict[str, np.ndarray]:
     return {
-        "votes": item_vote_counts(labels, data).to_numpy(),
-        "agreement": item_agreement(labels, data).to_numpy(),
-        "mean_agreement": mean_agreement(labels, data).to_numpy(),
-        "agreement_sd": agreement_sd(labels, data).to_numpy(),
-        "unanimous_share": unanimous_share(labels, data).to_numpy(),
-        "pairwise_agreement": pairwise_agreement(labels, data).to_numpy(),
-        "self_agreement": self_agreement(labels, data).to_numpy(),
-        "category_frequency": category_frequencies(labels, data).to_numpy(),
-        "annotator_frequency": annotator_frequencies(labels, data).to_numpy(),
-        "vote_counts": vote_count_histogram(labels, data).to_numpy(),
-        "agreement_histogram": agreement_histogram(labels, data).to_numpy(),
+        "votes": cs.item_vote_counts(labels, data).to_numpy(),
+        "agreement": cs.item_agreement(labels, data).to_numpy(),
+        "mean_agreement": cs.mean_agreement(labels, data).to_numpy(),
+        "agreement_sd": cs.agreement_sd(labels, data).to_numpy(),
+        "unanimous_share": cs.unanimous_share(labels, data).to_numpy(),
+        "pairwise_agreement": cs.pairwise_agreement(labels, data).to_numpy(),
+        "self_agreement": cs.self_agreement(labels, data).to_numpy(),
+        "category_frequency": cs.category_frequencies(labels, data).to_numpy(),
+        "annotator_frequency": cs.annotator_frequencies(labels, data).to_numpy(),
+        "vote_counts": cs.vote_count_histogram(labels, data).to_numpy(),
+        "agreement_histogram": cs.agreement_histogram(labels, data).to_numpy(),
     }
 
 
@@ -157,7 +141,7 @@ def test_statistics_match_loops_and_are_vectorised(design: cb.AnnotationData) ->
         for name, value in single.items():
             np.testing.assert_allclose(value, hand[name], rtol=1e-12, err_msg=name)
             np.testing.assert_allclose(stacked[name][s], value, rtol=1e-12, err_msg=name)
-    hist = vote_count_histogram(design.label_index, design)
+    hist = cs.vote_count_histogram(design.label_index, design)
     assert hist["n_labels"].to_numpy().tolist() == sorted(set(n_labels.tolist()))
 
 
@@ -166,22 +150,25 @@ def test_statistics_on_the_toy_data(toy_frame: pd.DataFrame) -> None:
     # 5 = (a 1, a 1, c 0).
     data = cb.encode_annotations(toy_frame)
     y = data.label_index
-    assert item_vote_counts(y, data).to_numpy().tolist() == [[2, 1], [0, 2], [1, 2], [2, 0], [1, 2]]
-    np.testing.assert_allclose(item_agreement(y, data), [2 / 3, 1, 2 / 3, 1, 2 / 3])
-    assert float(mean_agreement(y, data)) == pytest.approx(0.8)
-    assert float(agreement_sd(y, data)) == pytest.approx(np.sqrt(6) / 15)  # sd of 2/3 (x3), 1 (x2)
-    assert float(unanimous_share(y, data)) == pytest.approx(0.4)
-    assert float(pairwise_agreement(y, data)) == pytest.approx((1 / 3 + 1 + 1 / 3 + 1 + 1 / 3) / 5)
-    assert float(self_agreement(y, data)) == 1.0  # a on item 5: 1, 1
-    np.testing.assert_allclose(category_frequencies(y, data), [6 / 13, 7 / 13])
+    votes = cs.item_vote_counts(y, data).to_numpy()
+    assert votes.tolist() == [[2, 1], [0, 2], [1, 2], [2, 0], [1, 2]]
+    np.testing.assert_allclose(cs.item_agreement(y, data), [2 / 3, 1, 2 / 3, 1, 2 / 3])
+    assert float(cs.mean_agreement(y, data)) == pytest.approx(0.8)
+    # The standard deviation of 2/3 (three items) and 1 (two items).
+    assert float(cs.agreement_sd(y, data)) == pytest.approx(np.sqrt(6) / 15)
+    assert float(cs.unanimous_share(y, data)) == pytest.approx(0.4)
+    pairs = (1 / 3 + 1 + 1 / 3 + 1 + 1 / 3) / 5  # per item: 1/3 when split 2-1, 1 if unanimous
+    assert float(cs.pairwise_agreement(y, data)) == pytest.approx(pairs)
+    assert float(cs.self_agreement(y, data)) == 1.0  # a on item 5: 1, 1
+    np.testing.assert_allclose(cs.category_frequencies(y, data), [6 / 13, 7 / 13])
     np.testing.assert_allclose(
-        annotator_frequencies(y, data), [[0.4, 0.6], [0.5, 0.5], [0.5, 0.5]]
+        cs.annotator_frequencies(y, data), [[0.4, 0.6], [0.5, 0.5], [0.5, 0.5]]
     )  # a: 0 1 0 1 1, b: 0 1 1 0, c: 1 1 0 0
-    hist = vote_count_histogram(y, data)
+    hist = cs.vote_count_histogram(y, data)
     assert hist.sel(n_labels=3, category=1).to_numpy().tolist() == [0, 1, 2, 0]
     assert hist.sel(n_labels=2, category=1).to_numpy().tolist() == [1, 0, 1, 0]  # 3 votes: n/a
-    assert agreement_histogram(y, data).to_numpy().tolist() == [0, 0, 3, 0, 0, 0, 2]
-    assert float(vote_count_discrepancy(y, data, hist)) == 0.0
+    assert cs.agreement_histogram(y, data).to_numpy().tolist() == [0, 0, 3, 0, 0, 0, 2]
+    assert float(cs.vote_count_discrepancy(y, data, hist)) == 0.0
     expected = hist.to_numpy() + 1.0
     # Cells with votes <= n_labels: n = 2 has 2 x 3 cells, n = 3 has 2 x 4 cells.
     by_hand = sum(
@@ -190,16 +177,16 @@ def test_statistics_on_the_toy_data(toy_frame: pd.DataFrame) -> None:
         for k in range(2)
         for v in range(n + 1)
     )
-    assert float(vote_count_discrepancy(y, data, expected)) == pytest.approx(by_hand)
+    assert float(cs.vote_count_discrepancy(y, data, expected)) == pytest.approx(by_hand)
 
 
 def test_statistics_accept_category_values(design: cb.AnnotationData) -> None:
     values = design.categories.to_numpy()[design.label_index]
     as_values = xr.DataArray(np.stack([values, values[::-1]]), dims=("draw", "annotation"))
     as_codes = np.stack([design.label_index, design.label_index[::-1]])
-    for name, stat in predictive_statistics(as_values, design).items():
-        xr.testing.assert_identical(stat, predictive_statistics(as_codes, design)[name])
-    assert "self_agreement" in predictive_statistics(as_codes, design)
+    for name, stat in cs.predictive_statistics(as_values, design).items():
+        xr.testing.assert_identical(stat, cs.predictive_statistics(as_codes, design)[name])
+    assert "self_agreement" in cs.predictive_statistics(as_codes, design)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +202,7 @@ def test_statistics_accept_category_values(design: cb.AnnotationData) -> None:
 def test_statistics_reject_bad_labels(design: cb.AnnotationData, labels: Any, match: str) -> None:
     assert design.n_annotations == 40
     with pytest.raises(ValueError, match=match):
-        item_vote_counts(labels, design)
+        cs.item_vote_counts(labels, design)
 
 
 # ---------------------------------------------------------------------------- replication
@@ -226,6 +213,17 @@ def gold_map() -> tuple[cb.DawidSkene, np.ndarray]:
     gold = sim.true_labels.iloc[:5]
     fit = cb.DawidSkene().fit(sim.annotations, gold=gold, method="map", random_seed=0)
     return fit, gold.to_numpy()
+
+
+@pytest.fixture(scope="module")
+def map_fit(gold_map: tuple[cb.DawidSkene, np.ndarray]) -> cb.DawidSkene:
+    """The fit of ``gold_map``."""
+    return gold_map[0]
+
+
+def copied_result(fit: cb.DawidSkene) -> cb.FitResult:
+    """A deep copy of a fit's result, for checks that store their replicates in it."""
+    return cb.FitResult(datatree=fit.result_.datatree.copy(deep=True), data=fit.result_.data)
 
 
 def exact_label_probabilities(
@@ -283,32 +281,30 @@ def test_replicated_labels_follow_the_exact_distribution(
 
 
 def test_replicates_keep_the_design_and_are_seeded(
-    gold_map: tuple[cb.DawidSkene, np.ndarray],
+    map_fit: cb.DawidSkene,
 ) -> None:
-    fit, _ = gold_map
-    data = fit.result_.data
-    rep = posterior_predictive(fit, n_draws=7, random_seed=3)
+    data = map_fit.result_.data
+    rep = posterior_predictive(map_fit, n_draws=7, random_seed=3)
     assert rep.dims == ("draw", "annotation") and rep.shape == (7, data.n_annotations)
     assert rep.name == "label" and rep.attrs["kind"] == "posterior"
     assert rep.attrs["random_seed"] == 3
     np.testing.assert_array_equal(
-        rep["annotation"], fit.datatree_["observed_data"]["annotation"].to_numpy()
+        rep["annotation"], map_fit.datatree_["observed_data"]["annotation"].to_numpy()
     )
     assert set(np.unique(rep.to_numpy())) <= set(data.categories)
     # One posterior draw (MAP): every replicate comes from it.
     assert set(rep["source_chain"].to_numpy()) == {0} and set(rep["source_draw"].to_numpy()) == {0}
-    xr.testing.assert_identical(rep, posterior_predictive(fit, n_draws=7, random_seed=3))
-    assert not rep.equals(posterior_predictive(fit, n_draws=7, random_seed=4))
+    xr.testing.assert_identical(rep, posterior_predictive(map_fit, n_draws=7, random_seed=3))
+    assert not rep.equals(posterior_predictive(map_fit, n_draws=7, random_seed=4))
     # The replicated design is the observed one: each item keeps its number of labels.
-    counts = item_vote_counts(rep, data).sum("category")
+    counts = cs.item_vote_counts(rep, data).sum("category")
     assert (counts == np.bincount(data.item_index)).all()
 
 
-def test_bad_inputs_are_rejected(gold_map: tuple[cb.DawidSkene, np.ndarray]) -> None:
-    fit, _ = gold_map
+def test_bad_inputs_are_rejected(map_fit: cb.DawidSkene) -> None:
     with pytest.raises(ValueError, match="n_draws must be a positive integer"):
-        posterior_predictive(fit, n_draws=0)
-    mv = cb.MajorityVote().fit(fit.result_.data.to_frame(), random_seed=0)
+        posterior_predictive(map_fit, n_draws=0)
+    mv = cb.MajorityVote().fit(map_fit.result_.data.to_frame(), random_seed=0)
     with pytest.raises(ValueError, match="no probability model"):
         posterior_predictive(mv)
     with pytest.raises(ValueError, match="no posterior"):
@@ -318,7 +314,7 @@ def test_bad_inputs_are_rejected(gold_map: tuple[cb.DawidSkene, np.ndarray]) -> 
     with pytest.raises(cb.NotFittedError):
         posterior_predictive(cb.DawidSkene())
     with pytest.raises(ValueError, match="Bayesian crowdbayes estimator"):
-        prior_predictive(cb.MajorityVote(), fit.result_.data)
+        prior_predictive(cb.MajorityVote(), map_fit.result_.data)
 
 
 def test_prior_predictive_matches_the_prior_mean() -> None:
@@ -337,7 +333,7 @@ def test_prior_predictive_matches_the_prior_mean() -> None:
     assert abs(per_draw.mean() - exact) < 4.5 * se
     again = prior_predictive("dawid-skene", sim.data, n_draws=5, random_seed=1)
     assert again.shape == (5, len(sim.annotations))
-    table = check_table(rep, sim.data)
+    table = cs.check_table(rep, sim.data)
     assert set(KEY_CHECKS) <= set(table["statistic"])
 
 
@@ -359,12 +355,11 @@ def test_prior_predictive_works_for_every_model(name: str) -> None:
 
 # ---------------------------------------------------------------------------- the check
 def test_check_table_against_a_hand_computed_row(
-    gold_map: tuple[cb.DawidSkene, np.ndarray],
+    map_fit: cb.DawidSkene,
 ) -> None:
-    fit, _ = gold_map
-    data = fit.result_.data
-    rep = posterior_predictive(fit, n_draws=50, random_seed=2)
-    table = check_table(rep, data, alpha=0.1).set_index("check")
+    data = map_fit.result_.data
+    rep = posterior_predictive(map_fit, n_draws=50, random_seed=2)
+    table = cs.check_table(rep, data, alpha=0.1).set_index("check")
     assert table.columns.tolist() == [
         "statistic",
         "observed",
@@ -376,8 +371,8 @@ def test_check_table_against_a_hand_computed_row(
         "flag",
     ]
     assert table.index.is_unique
-    obs = float(pairwise_agreement(data.label_index, data))
-    draws = [float(pairwise_agreement(rep.isel(draw=[s]), data)[0]) for s in range(50)]
+    obs = float(cs.pairwise_agreement(data.label_index, data))
+    draws = [float(cs.pairwise_agreement(rep.isel(draw=[s]), data)[0]) for s in range(50)]
     # Ties (replicates equal to the observed value, up to rounding) count on both sides.
     assert any(abs(d - obs) < 1e-12 for d in draws)
     upper = sum(d >= obs - 1e-12 for d in draws) / 50
@@ -391,9 +386,9 @@ def test_check_table_against_a_hand_computed_row(
     assert row["flag"] == (row["ppp_value"] < 0.1)
     assert row["alternative"] == "two-sided"
     # The discrepancy is one-sided against the replicates' mean histogram.
-    expected = vote_count_histogram(rep, data).mean("draw")
-    obs_d = float(vote_count_discrepancy(data.label_index, data, expected))
-    rep_d = vote_count_discrepancy(rep, data, expected).to_numpy()
+    expected = cs.vote_count_histogram(rep, data).mean("draw")
+    obs_d = float(cs.vote_count_discrepancy(data.label_index, data, expected))
+    rep_d = cs.vote_count_discrepancy(rep, data, expected).to_numpy()
     row = table.loc["vote_count_discrepancy"]
     assert row["alternative"] == "greater"
     assert row["ppp_value"] == pytest.approx(np.mean(rep_d >= obs_d))
@@ -406,24 +401,25 @@ def test_check_table_against_a_hand_computed_row(
     assert f"vote_counts[n_labels={n_max}, category=2, votes={n_max}]" in table.index
     assert (table["statistic"] == "annotator_frequency").sum() == 4 * 3
     with pytest.raises(ValueError, match="dims \\('draw', 'annotation'\\)"):
-        check_table(rep.isel(draw=0), data)
+        cs.check_table(rep.isel(draw=0), data)
 
 
 def test_predictive_check_stores_results_that_round_trip(
-    gold_map: tuple[cb.DawidSkene, np.ndarray], tmp_path: Path
+    map_fit: cb.DawidSkene, tmp_path: Path
 ) -> None:
-    fit, _ = gold_map
-    result = cb.FitResult(datatree=fit.result_.datatree.copy(deep=True), data=fit.result_.data)
+    result = copied_result(map_fit)
     table = predictive_check(result, n_draws=30, random_seed=5)  # a FitResult: model rebuilt
     tree = result.datatree
     stored = tree["posterior_predictive"]["label"]
-    assert stored.dims == ("draw", "annotation") and stored.sizes["draw"] == 30
+    assert stored.dims == ("chain", "draw", "annotation") and stored.sizes["draw"] == 30
+    assert stored.sizes["chain"] == 1
     ppp = tree["summary"]["ppp_value"]
     assert ppp.dims == ("check",)
     np.testing.assert_array_equal(ppp["check"].to_numpy(), table["check"].to_numpy())
     np.testing.assert_array_equal(ppp.to_numpy(), table["ppp_value"].to_numpy())
     # The replicates are those of posterior_predictive with the same seed.
-    xr.testing.assert_equal(stored, posterior_predictive(fit, n_draws=30, random_seed=5))
+    replicates = posterior_predictive(map_fit, n_draws=30, random_seed=5)
+    xr.testing.assert_equal(stored.squeeze("chain", drop=True), replicates)
 
     path = tmp_path / "fit.nc"
     result.save(path)
@@ -434,7 +430,7 @@ def test_predictive_check_stores_results_that_round_trip(
     # A loaded result replicates exactly like the fitted estimator.
     xr.testing.assert_equal(
         posterior_predictive(loaded, n_draws=30, random_seed=5).drop_attrs(),
-        stored.drop_attrs(),
+        stored.squeeze("chain", drop=True).drop_attrs(),
     )
     # A second check replaces the first.
     predictive_check(loaded, n_draws=10, random_seed=1)
@@ -534,7 +530,7 @@ def test_posterior_predictive_works_for_every_model(name: str) -> None:
         fit = cb.get_model(name).fit(sim.annotations, method="map", random_seed=0)
     table = predictive_check(fit, n_draws=10, random_seed=0)
     rep = fit.datatree_["posterior_predictive"]["label"]
-    assert rep.shape == (10, len(sim.annotations))
+    assert rep.shape == (1, 10, len(sim.annotations))
     assert set(np.unique(rep.to_numpy())) <= set(sim.categories)
     assert table["ppp_value"].between(0, 1).all()
 
@@ -561,9 +557,8 @@ def test_item_difficulty_model_passes_where_dawid_skene_fails() -> None:
 
 # ---------------------------------------------------------------------------- plots
 @pytest.fixture(scope="module")
-def checked_map(gold_map: tuple[cb.DawidSkene, np.ndarray]) -> cb.FitResult:
-    fit, _ = gold_map
-    result = cb.FitResult(datatree=fit.result_.datatree.copy(deep=True), data=fit.result_.data)
+def checked_map(map_fit: cb.DawidSkene) -> cb.FitResult:
+    result = copied_result(map_fit)
     predictive_check(result, n_draws=40, random_seed=0)
     return result
 
@@ -573,7 +568,7 @@ def test_plot_ppc_agreement(checked_map: cb.FitResult) -> None:
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     hist_ax, stats_ax = fig.axes
     data = checked_map.data
-    observed = agreement_histogram(data.label_index, data).to_numpy()
+    observed = cs.agreement_histogram(data.label_index, data).to_numpy()
     crosses = [line for line in hist_ax.lines if line.get_label() == "observed"]
     np.testing.assert_array_equal(crosses[0].get_ydata(), observed)
     ticks = dict(zip(stats_ax.get_yticks(), stats_ax.get_yticklabels(), strict=True))
@@ -602,16 +597,15 @@ def test_plot_ppc_vote_counts(checked_map: cb.FitResult) -> None:
     fig = plot_ppc_vote_counts(checked_map, n_labels=[n], categories=[2])
     (ax,) = fig.axes
     assert ax.get_title() == f"n = {n} labels: votes for 2"
-    observed = vote_count_histogram(data.label_index, data).sel(n_labels=n, category=2)
+    observed = cs.vote_count_histogram(data.label_index, data).sel(n_labels=n, category=2)
     cross = next(line for line in ax.lines if line.get_label() == "observed")
     np.testing.assert_array_equal(cross.get_ydata(), observed.to_numpy()[: n + 1])
     with pytest.raises(ValueError, match="no item has"):
         plot_ppc_vote_counts(checked_map, n_labels=[99])
 
 
-def test_plots_need_replicates(gold_map: tuple[cb.DawidSkene, np.ndarray]) -> None:
-    fit, _ = gold_map
-    unchecked = cb.FitResult(datatree=fit.result_.datatree.copy(deep=True), data=fit.result_.data)
+def test_plots_need_replicates(map_fit: cb.DawidSkene) -> None:
+    unchecked = copied_result(map_fit)
     if "posterior_predictive" in unchecked.datatree.children:
         del unchecked.datatree["posterior_predictive"]
     with pytest.raises(ValueError, match="run crowdbayes.predictive.predictive_check"):
@@ -621,3 +615,23 @@ def test_plots_need_replicates(gold_map: tuple[cb.DawidSkene, np.ndarray]) -> No
     prior = prior_predictive(cb.DawidSkene(), unchecked.data, n_draws=20, random_seed=0)
     fig = plot_ppc_vote_counts(unchecked.data, prior)
     assert "prior predictive" in fig.get_suptitle()
+
+
+def test_arviz_ppc_tools_read_the_stored_replicates(
+    map_fit: cb.DawidSkene,
+) -> None:
+    import arviz as az
+    import matplotlib.pyplot as plt
+
+    result = copied_result(map_fit)
+    predictive_check(result, n_draws=20, random_seed=2)
+    tree = result.datatree
+    observed = tree["observed_data"]["label"]
+    replicated = tree["posterior_predictive"]["label"]
+    assert replicated.dims == ("chain", "draw", *observed.dims)
+    with warnings.catch_warnings():
+        # arviz-stats' own helper (point_interval_unique) builds an array it then warns about
+        warnings.filterwarnings("ignore", message="Found chain dimension to be longer")
+        collection = az.plot_ppc_rootogram(tree, var_names=["label"])
+    assert collection is not None
+    plt.close("all")

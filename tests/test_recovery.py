@@ -6,48 +6,22 @@ The default run checks the shared small Dawid-Skene fit (no extra compilation); 
 recoveries of every model are marked slow (``--run-slow``).
 """
 
-import warnings
-from typing import Any
-
 import arviz as az
 import numpy as np
-import pandas as pd
 import pytest
-import xarray as xr
+from _helpers import (
+    MIN_COVERAGE,
+    check_beats_majority_vote,
+    coverage,
+    fit_quietly,
+    mv_accuracy,
+    parameter_coverage,
+    pooled_coverage,
+)
 from test_estimators import nuts_fit, nuts_simulation
 
 import crowdbayes as cb
-from crowdbayes.diagnostics import SamplingWarning
-from crowdbayes.results import CI_PROB, interval_summary
 from crowdbayes.simulate import simulate_annotations
-
-MIN_COVERAGE = 0.90
-
-
-def coverage(truth: np.ndarray, draws: xr.DataArray) -> tuple[float, np.ndarray]:
-    """Share of entries whose truth lies in the equal-tailed 94 % interval of the draws."""
-    summary = interval_summary(draws, prob=CI_PROB)
-    low = summary.sel(statistic="lower").to_numpy()
-    high = summary.sel(statistic="upper").to_numpy()
-    inside = (low <= truth) & (truth <= high)
-    return float(inside.mean()), inside
-
-
-def mv_accuracy(annotations: pd.DataFrame, truth: "pd.Series[Any]") -> float:
-    labels = cb.MajorityVote().fit(annotations, random_seed=0).labels_["label"]
-    return float((labels == truth.reindex(labels.index)).mean())
-
-
-def fit_quietly(model: cb.CrowdModel, annotations: pd.DataFrame, **kwargs: Any) -> list[str]:
-    """Fit, returning the SamplingWarnings (any other warning still fails the test)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SamplingWarning)
-        model.fit(annotations, progressbar=False, **kwargs)
-    others = [w for w in caught if not issubclass(w.category, SamplingWarning)]
-    for w in others:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
-
 
 # --------------------------------------------------------------------------- default run
 #: Coverage threshold for the small shared fit. With 150 items, 8 annotators and 75 correlated
@@ -155,24 +129,18 @@ def test_dawid_skene_recovery_small() -> None:
 NUTS = {"draws": 600, "tune": 600, "chains": 4, "sampler": "nutpie"}
 
 
-def check_labels(model: cb.CrowdModel, sim: cb.Simulation) -> None:
-    acc = float((model.labels_["label"] == sim.true_labels).mean())
-    assert acc >= mv_accuracy(sim.annotations, sim.true_labels), acc
-
-
 @pytest.mark.slow
 def test_dawid_skene_recovery() -> None:
     sim = cb.simulate_dawid_skene(n_items=400, n_annotators=12, n_categories=3, random_seed=101)
     model = cb.DawidSkene()
     messages = fit_quietly(model, sim.annotations, random_seed=1, **NUTS)
     assert model.diagnostics_.max_rhat < 1.02, messages
-    post = model.datatree_.posterior
-    cov_prev, _ = coverage(sim.prevalence, post["prevalence"])
-    cov_conf, inside = coverage(sim.confusion, post["confusion"])
-    n = sim.prevalence.size + sim.confusion.size
-    share = (cov_prev * sim.prevalence.size + cov_conf * sim.confusion.size) / n
-    assert share >= MIN_COVERAGE, (share, np.argwhere(~inside))
-    check_labels(model, sim)
+    prevalence, confusion = parameter_coverage(
+        sim, model.datatree_.posterior, ["prevalence", "confusion"]
+    )
+    share = pooled_coverage(prevalence, confusion)
+    assert share >= MIN_COVERAGE, (share, np.argwhere(~confusion))
+    check_beats_majority_vote(model, sim)
 
 
 def accuracy_simulation(
@@ -190,35 +158,35 @@ def accuracy_simulation(
 
 
 @pytest.mark.slow
-def test_class_conditional_recovery() -> None:
-    rng = np.random.default_rng(202)
-    accuracy = rng.beta(7.0, 3.0, size=(10, 3))
-    sim = accuracy_simulation(accuracy, n_items=400, seed=203)
-    model = cb.ClassConditional()
-    messages = fit_quietly(model, sim.annotations, random_seed=2, **NUTS)
-    assert model.diagnostics_.max_rhat < 1.02, messages
-    post = model.datatree_.posterior
-    cov_acc, inside = coverage(accuracy, post["accuracy"])
-    cov_prev, _ = coverage(sim.prevalence, post["prevalence"])
-    share = (cov_acc * accuracy.size + cov_prev * 3) / (accuracy.size + 3)
+@pytest.mark.parametrize(
+    ("model", "shape", "beta", "n_items", "seeds"),
+    [
+        pytest.param(
+            cb.ClassConditional, (10, 3), (7.0, 3.0), 400, (202, 203, 2), id="class-conditional"
+        ),
+        pytest.param(cb.OneCoin, (15,), (6.0, 3.0), 300, (303, 304, 3), id="one-coin"),
+    ],
+)
+def test_accuracy_model_recovery(
+    model: type[cb.CrowdModel],
+    shape: tuple[int, ...],
+    beta: tuple[float, float],
+    n_items: int,
+    seeds: tuple[int, int, int],
+) -> None:
+    """Class-conditional (an accuracy per annotator and category) and one-coin (one per
+    annotator) fitted to their own structure, accuracies drawn from a Beta distribution;
+    ``seeds``: of the accuracies, of the simulation and of the fit."""
+    accuracy = np.random.default_rng(seeds[0]).beta(*beta, size=shape)
+    sim = accuracy_simulation(accuracy, n_items=n_items, seed=seeds[1])
+    fit = model()
+    messages = fit_quietly(fit, sim.annotations, random_seed=seeds[2], **NUTS)
+    assert fit.diagnostics_.max_rhat < 1.02, messages
+    post = fit.datatree_.posterior
+    inside = coverage(accuracy, post["accuracy"])
+    share = pooled_coverage(inside, coverage(sim.prevalence, post["prevalence"]))
     assert share >= MIN_COVERAGE, (share, np.argwhere(~inside))
-    check_labels(model, sim)
-
-
-@pytest.mark.slow
-def test_one_coin_recovery() -> None:
-    rng = np.random.default_rng(303)
-    accuracy = rng.beta(6.0, 3.0, size=15)
-    sim = accuracy_simulation(accuracy, n_items=300, seed=304)
-    model = cb.OneCoin()
-    messages = fit_quietly(model, sim.annotations, random_seed=3, **NUTS)
-    assert model.diagnostics_.max_rhat < 1.02, messages
-    post = model.datatree_.posterior
-    cov_acc, inside = coverage(accuracy, post["accuracy"])
-    cov_prev, _ = coverage(sim.prevalence, post["prevalence"])
-    share = (cov_acc * accuracy.size + cov_prev * 3) / (accuracy.size + 3)
-    assert share >= MIN_COVERAGE, (share, np.argwhere(~inside))
-    check_labels(model, sim)
+    check_beats_majority_vote(fit, sim)
 
 
 @pytest.mark.slow
@@ -234,15 +202,9 @@ def test_hierarchical_dawid_skene_recovery() -> None:
     model = cb.HierarchicalDawidSkene()
     messages = fit_quietly(model, sim.annotations, random_seed=4, target_accept=0.9, **NUTS)
     assert model.diagnostics_.max_rhat < 1.02, messages
-    post = model.datatree_.posterior
-    parts = [
-        coverage(sim.prevalence, post["prevalence"]),
-        coverage(sim.parameters["error_mean"], post["error_mean"]),
-        coverage(sim.parameters["error_scale"], post["error_scale"]),
-        coverage(sim.confusion, post["confusion"]),
-    ]
-    inside = np.concatenate([p[1].ravel() for p in parts])
-    assert inside.mean() >= MIN_COVERAGE, [p[0] for p in parts]
+    names = ["prevalence", "error_mean", "error_scale", "confusion"]
+    inside = parameter_coverage(sim, model.datatree_.posterior, names)
+    assert pooled_coverage(*inside) >= MIN_COVERAGE, [part.mean() for part in inside]
     # The population means, the model's headline parameters, on their own.
-    assert parts[1][1].mean() >= 5 / 6, parts[1]
-    check_labels(model, sim)
+    assert inside[1].mean() >= 5 / 6, inside[1]
+    check_beats_majority_vote(model, sim)

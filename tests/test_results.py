@@ -221,31 +221,25 @@ def test_gold_is_stored(map_fit: cb.DawidSkene, small_sim: cb.Simulation) -> Non
 
 
 # --------------------------------------------------------------------------- provenance
-PROVENANCE_KEYS = {
-    "crowdbayes_version",
-    "pymc_version",
-    "arviz_version",
-    "created",
-    "ci_prob",
-    "model",
-    "priors",
-    "method",
-    "sampler",
-    "draws",
-    "tune",
-    "chains",
-    "random_seed",
-    "n_annotations",
-    "diagnostics",
-    "id",
+#: The versions of the packages that made a fit, as it records them.
+VERSIONS = {
+    "crowdbayes_version": cb.__version__,
+    "pymc_version": pymc.__version__,
+    "arviz_version": arviz.__version__,
 }
+#: How a fit was made; with the versions, what its id hashes.
+SETTINGS = ("model", "priors", "method", "random_seed", "n_annotations")
+#: The sampler's settings: "None" for a fit that does not sample.
+SAMPLER_SETTINGS = ("sampler", "draws", "tune", "chains")
+#: What a fit records besides: its creation time, interval probability, diagnostics and id.
+RECORDS = ("created", "ci_prob", "diagnostics", "id")
+PROVENANCE_KEYS = {*VERSIONS, *SETTINGS, *SAMPLER_SETTINGS, *RECORDS}
 
 
 def check_common_provenance(attrs: dict[str, Any], model: str, n_annotations: int) -> None:
     assert PROVENANCE_KEYS <= set(attrs)
-    assert attrs["crowdbayes_version"] == cb.__version__
-    assert attrs["pymc_version"] == pymc.__version__
-    assert attrs["arviz_version"] == arviz.__version__
+    for key, version in VERSIONS.items():
+        assert attrs[key] == version, key
     assert attrs["ci_prob"] == CI_PROB
     assert attrs["model"] == model
     assert int(attrs["n_annotations"]) == n_annotations
@@ -260,7 +254,7 @@ def test_provenance_of_a_map_fit(map_fit: cb.DawidSkene) -> None:
     assert attrs["method"] == "map"
     assert json.loads(attrs["priors"]) == cb.DawidSkenePriors(prior_accuracy=0.7).to_dict()
     assert int(attrs["random_seed"]) == 12
-    for key in ("sampler", "draws", "tune", "chains"):
+    for key in SAMPLER_SETTINGS:
         assert attrs[key] == "None", key
 
 
@@ -286,7 +280,7 @@ def test_provenance_of_majority_vote(vote_fit: cb.MajorityVote) -> None:
 def test_id_depends_on_every_setting(map_fit: cb.DawidSkene) -> None:
     attrs = dict(map_fit.datatree_.attrs)
     base = provenance_id(attrs)
-    for key in ("crowdbayes_version", "model", "priors", "method", "sampler", "random_seed"):
+    for key in ("crowdbayes_version", *SETTINGS, *SAMPLER_SETTINGS):
         changed = {**attrs, key: str(attrs[key]) + "x"}
         assert provenance_id(changed) != base, key
     # The creation time is not a setting.

@@ -1,5 +1,6 @@
 """Simulation-based calibration: prior simulation, rank statistics, and SBC runs that can fail."""
 
+import ctypes
 import functools
 
 import numpy as np
@@ -9,20 +10,18 @@ from scipy import stats
 
 import crowdbayes as cb
 from crowdbayes.data import encode_annotations
-from crowdbayes.estimators import MODELS, BayesianCrowdModel
-from crowdbayes.models import OneCoinPriors
+from crowdbayes.estimators import BayesianCrowdModel
+from crowdbayes.fast.nutpie import compile_model, reused_callbacks
+from crowdbayes.inference import c_backend
+from crowdbayes.models import MODELS, OneCoinPriors
 from crowdbayes.plots import plot_sbc_ranks
 from crowdbayes.sbc import (
-    SBCResult,
     _as_bayesian,
-    _fast_compile,
     _PriorSimulator,
-    _SharedLabelModel,
-    default_bins,
-    rank_bin_probabilities,
     simulate_from_prior,
     simulation_based_calibration,
 )
+from crowdbayes.sbc_statistics import SBCResult, default_bins, rank_bin_probabilities
 
 BAYESIAN = [name for name, cls in MODELS.items() if issubclass(cls, BayesianCrowdModel)]
 EXISTING = ["dawid-skene", "class-conditional", "one-coin", "hierarchical-dawid-skene"]
@@ -275,43 +274,59 @@ def test_plot_sbc_ranks() -> None:
 
 
 # --------------------------------------------------------------------------- compiled reuse
-def shared_model_check(name: str) -> None:
-    """The compiled-once model, given a data set's label constants, has that data's logp."""
-    simulator = prior_simulator(name, **DESIGN)
-    design = simulator.data.to_frame()
-    shifted = design.assign(label=(design["label"] + 1) % DESIGN["n_categories"])
-    estimator = _as_bayesian(name)
-    shared = _SharedLabelModel(
-        estimator, simulator.data, encode_annotations(shifted, categories=simulator.categories)
+def compiled_logp(compiled, x: np.ndarray) -> float:
+    """The log-density of nutpie's compiled callback at the unconstrained point ``x``."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    grad, logp = np.zeros_like(x), np.zeros(1)
+    as_ptr = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))  # noqa: E731
+    user_data = ctypes.c_void_p(compiled.user_data.ctypes.data)
+    code = compiled.compiled_logp_func.ctypes(
+        len(x), as_ptr(x), as_ptr(grad), as_ptr(logp), user_data
     )
+    assert code == 0
+    return float(logp[0])
+
+
+def compiled_once_check(name: str) -> None:
+    """The model compiled once, given a data set's labels, has that data's logp."""
+    simulator = prior_simulator(name, **DESIGN)
+    estimator = _as_bayesian(name)
+    priors = estimator.resolved_priors()
+    with c_backend():
+        assert compile_model(type(estimator).builder(simulator.data, priors)) is not None
     sim = simulator.simulate(21)
-    data = encode_annotations(sim.annotations, categories=sim.categories)
-    values = shared.values_for(data)
-    assert values is not None and set(values) == {v.name for v in shared.shared.values()}
-    for var in shared.shared.values():
-        var.set_value(values[var.name])
-    direct = estimator.build_model(data)
-    with _fast_compile():
-        logp_shared = shared.model.compile_logp()
+    direct = type(estimator).builder(
+        encode_annotations(sim.annotations, categories=sim.categories), priors
+    )
+    reused = reused_callbacks()
+    with c_backend():
+        compiled = compile_model(direct)
         logp_direct = direct.compile_logp()
+    assert compiled is not None and reused_callbacks() == reused + 1
     rng = np.random.default_rng(0)
-    start = direct.initial_point()
+    start = direct.initial_point()  # in the order of the compiled model's point
     for _ in range(3):
         point = {k: v + rng.normal(0.0, 0.5, np.shape(v)) for k, v in start.items()}
-        assert logp_shared(point) == pytest.approx(logp_direct(point), rel=1e-12)
-    # A data set whose graph differs (one label more) is not accepted.
+        x = np.concatenate([np.ravel(v) for v in point.values()])
+        assert compiled_logp(compiled, x) == pytest.approx(logp_direct(point), rel=1e-12)
+    # A data set whose graph differs (one label more) is not given those callbacks.
     extra = pd.concat([sim.annotations, sim.annotations.iloc[[0]].assign(annotator="a3")])
-    assert shared.values_for(encode_annotations(extra, categories=sim.categories)) is None
+    reused = reused_callbacks()
+    with c_backend():
+        compile_model(
+            type(estimator).builder(encode_annotations(extra, categories=sim.categories), priors)
+        )
+    assert reused_callbacks() == reused
 
 
-def test_shared_label_model() -> None:
-    shared_model_check("dawid-skene")
+def test_compiled_once() -> None:
+    compiled_once_check("dawid-skene")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BAYESIAN)
-def test_shared_label_model_every_model(name: str) -> None:
-    shared_model_check(name)
+def test_compiled_once_every_model(name: str) -> None:
+    compiled_once_check(name)
 
 
 # --------------------------------------------------------------------------- SBC runs

@@ -5,26 +5,42 @@ Every script writes only into ``<out>/figures`` and ``<out>/tables`` (``--out``,
 (pandoc's caption syntax) that states the settings it was made with;
 ``build_paper.py`` copies it verbatim between the ``<!-- table: NAME -->`` and
 ``<!-- end table -->`` markers of ``paper.md``.
+
+Fits, scores and markdown cells are made as in the benchmarks, by ``benchmarks/_bench.py``.
 """
 
 import argparse
 import os
 import platform
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 PAPER_DIR = Path(__file__).resolve().parents[1]
+sys.path.append(str(PAPER_DIR.parent / "benchmarks"))
+
+# The scripts use SCORE_COLUMNS, crowdkit_frame, fmt and score_cells through this module.
+from _bench import (  # noqa: E402
+    SAMPLERS,
+    adapt_crowdkit_for_sklearn,
+    fmt,
+    markdown_table,
+    short_message,
+    timed_fit,
+)
+from _bench import SCORE_COLUMNS as SCORE_COLUMNS  # noqa: E402
+from _bench import crowdkit_frame as crowdkit_frame  # noqa: E402
+from _bench import score_cells as score_cells  # noqa: E402
+
 #: The seed of every script unless ``--seed`` says otherwise.
 SEED = 1979
-SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 GOLD_DATASETS = ("rte", "temp", "sp_amt")
+#: The columns of a PSIS-LOO comparison (``crowdbayes.compare``), one row per model.
+LOO_COLUMNS = ["model", "elpd_loo", "SE", "elpd_diff", "SE of diff", "p_loo", "Pareto k"]
 
 
 def make_parser(description: str, *, datasets: bool = False) -> argparse.ArgumentParser:
@@ -145,21 +161,8 @@ def fit_model(
             sampler=args.sampler,
             progressbar=False,
         )
-    start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model.fit(annotations, **kwargs)
-    seconds = time.perf_counter() - start
-    messages = [str(w.message) for w in caught if issubclass(w.category, cb.SamplingWarning)]
+    seconds, messages = timed_fit(model, annotations, **kwargs)
     return model, seconds, messages
-
-
-def short_message(message: str) -> str:
-    """The head of a warning or error: no model prefix, cut before details and advice."""
-    head = message.split(": ", 1)[1] if ": " in message else message
-    for stop in (" (", ";", ":", "\n"):
-        head = head.split(stop, 1)[0]
-    return head.strip()
 
 
 def diagnostics_cells(model: Any, method: str, messages: Sequence[str]) -> list[str]:
@@ -173,22 +176,24 @@ def diagnostics_cells(model: Any, method: str, messages: Sequence[str]) -> list[
     return [fmt(diag.max_rhat, 3), fmt(diag.min_ess_bulk, 0), str(diag.n_divergent), note]
 
 
+def loo_rows(fits: dict[str, Any]) -> list[list[str]]:
+    """The fits compared by PSIS-LOO (``crowdbayes.compare``), best first: LOO_COLUMNS cells.
+
+    The comparison's own warnings are dropped: its table has a column for them.
+    """
+    from crowdbayes.compare import compare
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = compare(fits)
+    columns = ["elpd_loo", "se", "elpd_diff", "dse", "p_loo"]
+    return [
+        [str(r["model"]), *(fmt(r[c], 1) for c in columns), r["warning"]]
+        for _, r in table.iterrows()
+    ]
+
+
 # ---------------------------------------------------------------------------------- output
-def fmt(value: Any, digits: int) -> str:
-    """A number with ``digits`` decimals; an empty cell for None or NaN."""
-    if value is None:
-        return ""
-    value = float(value)
-    return "" if not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A pipe table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def write_table(
     tables_dir: Path,
     name: str,
@@ -238,37 +243,14 @@ def environment() -> str:
 def import_crowdkit() -> Any:
     """crowd-kit's aggregation module, or None with a message when it is not installed.
 
-    crowd-kit 1.4.2's Wawa and ZeroBasedSkill fail with scikit-learn >= 1.6; the adaptation of
-    ``benchmarks/real_data.py`` (``adapt_crowdkit_for_sklearn``) is applied when that file is
-    there, so that the paper scores them as the benchmark does.
+    crowd-kit 1.4.2's Wawa and ZeroBasedSkill fail with scikit-learn >= 1.6; they are adapted
+    as in the benchmarks (``_bench.adapt_crowdkit_for_sklearn``), so that the paper scores
+    them as the benchmark does.
     """
     try:
         import crowdkit.aggregation as aggregation
     except ImportError as err:
         log(f"crowd-kit is not installed ({err}): its rows are left out (pip install crowd-kit)")
         return None
-    global CROWDKIT_ADAPTED
-    CROWDKIT_ADAPTED = _adapt_crowdkit()
+    adapt_crowdkit_for_sklearn()
     return aggregation
-
-
-#: Whether crowd-kit's Wawa / ZeroBasedSkill were adapted to the installed scikit-learn.
-CROWDKIT_ADAPTED = False
-
-
-def _adapt_crowdkit() -> bool:
-    import importlib.util
-
-    path = PAPER_DIR.parent / "benchmarks" / "real_data.py"
-    if not path.exists():
-        return False
-    spec = importlib.util.spec_from_file_location("_benchmark_real_data", path)
-    if spec is None or spec.loader is None:
-        return False
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    adapt = getattr(module, "adapt_crowdkit_for_sklearn", None)
-    if adapt is None:
-        return False
-    adapt()
-    return True

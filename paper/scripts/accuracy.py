@@ -6,8 +6,7 @@ as in ``crowdbayes.metrics.evaluate``. crowdbayes: majority vote, every Bayesian
 and Dawid-Skene by MAP (its posterior mode) to show what averaging over the posterior adds.
 crowd-kit (the ``bench`` extra): MajorityVote, DawidSkene, OneCoinDawidSkene, GLAD, MACE,
 MMSR (labels only: it gives scores, not probabilities), Wawa and ZeroBasedSkill (crowd-kit
-1.4.2's versions need the scikit-learn adaptation of ``benchmarks/real_data.py``, applied when
-that file is present; without it they are reported as failed).
+1.4.2's versions need the scikit-learn adaptation of the benchmarks, ``benchmarks/_bench.py``).
 
 Writes ``tables/accuracy_<dataset>.md`` per dataset and ``figures/calibration.png``
 (reliability diagrams of crowdbayes Dawid-Skene by NUTS and crowd-kit DawidSkene).
@@ -54,18 +53,7 @@ CROWDKIT = {
 LABELS_ONLY = {"MMSR"}
 #: crowd-kit 1.4.2 methods that need the scikit-learn adaptation (``_common.import_crowdkit``).
 ADAPTED = {"Wawa", "ZeroBasedSkill"}
-HEADER = [
-    "method",
-    "accuracy",
-    "log loss",
-    "Brier",
-    "ECE",
-    "time (s)",
-    "max R-hat",
-    "min ESS",
-    "divergences",
-    "note",
-]
+HEADER = ["method", *common.SCORE_COLUMNS]
 
 
 def parse_args(argv: list[str] | None) -> Any:
@@ -89,15 +77,7 @@ def parse_args(argv: list[str] | None) -> Any:
 
 def score_row(label: str, scores: dict[str, Any], seconds: float, cells: list[str]) -> list[str]:
     """One table row: method, scores, time, diagnostics cells."""
-    return [
-        label,
-        common.fmt(scores.get("accuracy"), 3),
-        common.fmt(scores.get("log_loss"), 3),
-        common.fmt(scores.get("brier"), 3),
-        common.fmt(scores.get("ece"), 3),
-        common.fmt(seconds, 1),
-        *cells,
-    ]
+    return [label, *common.score_cells(scores, seconds, 3), *cells]
 
 
 def crowdkit_failure(err: Exception) -> str:
@@ -154,7 +134,7 @@ def run_dataset(name: str, args: Any, crowdkit: Any, tables: Path) -> dict[str, 
             probabilities[f"crowdbayes {model_name} (NUTS)"] = model.label_probs_
 
     if crowdkit is not None:
-        frame = annotations.rename(columns={"item": "task", "annotator": "worker"})
+        frame = common.crowdkit_frame(annotations)
         for class_name in args.crowdkit:
             label = f"crowd-kit {class_name}"
             common.log(f"[{name}] {label}")
@@ -180,7 +160,7 @@ def run_dataset(name: str, args: Any, crowdkit: Any, tables: Path) -> dict[str, 
                 note = ""
                 if class_name == "DawidSkene":
                     probabilities["crowd-kit DawidSkene"] = probs
-            if class_name in ADAPTED and common.CROWDKIT_ADAPTED:
+            if class_name in ADAPTED:
                 note = "adapted to scikit-learn >= 1.6 as in benchmarks/real_data.py"
             rows.append(score_row(label, scores, seconds, ["", "", "", note]))
 

@@ -53,7 +53,7 @@ def maximum_likelihood(annotations: Any) -> tuple[np.ndarray, Any]:
     crowdkit = common.import_crowdkit()
     ck = None
     if crowdkit is not None:
-        frame = annotations.rename(columns={"item": "task", "annotator": "worker"})
+        frame = common.crowdkit_frame(annotations)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fitted = crowdkit.DawidSkene(n_iter=100).fit(frame)
@@ -63,7 +63,6 @@ def maximum_likelihood(annotations: Any) -> tuple[np.ndarray, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Fit, compare, write the tables and the figure."""
-    from crowdbayes.compare import compare
     from crowdbayes.plots import plot_confusion_grid
 
     args = common.make_parser(__doc__.splitlines()[0]).parse_args(argv)
@@ -116,22 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     common.write_table(tables, "anesthesia_prevalence", header, rows, caption)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = compare(fits)
-    rows = [
-        [
-            str(r["model"]),
-            common.fmt(r["elpd_loo"], 1),
-            common.fmt(r["se"], 1),
-            common.fmt(r["elpd_diff"], 1),
-            common.fmt(r["dse"], 1),
-            common.fmt(r["p_loo"], 1),
-            r["warning"],
-            "crowdbayes (this paper)",
-        ]
-        for _, r in table.iterrows()
-    ]
+    rows = [[*cells, "crowdbayes (this paper)"] for cells in common.loo_rows(fits)]
     rows.append(
         [
             "class-conditional",
@@ -144,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             "rater (published), relative to Dawid-Skene",
         ]
     )
-    header = ["model", "elpd_loo", "SE", "elpd_diff", "SE of diff", "p_loo", "Pareto k", "source"]
+    header = [*common.LOO_COLUMNS, "source"]
     caption = (
         "PSIS-LOO on the anesthesia data, leaving out one item with all its labels: expected "
         "log predictive density (elpd_loo, higher is better), its difference from the best "

@@ -59,25 +59,16 @@ def parse_args(argv: list[str] | None) -> Any:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Simulate, fit, check, compare; write the tables and figures."""
-    import crowdbayes as cb
-    from crowdbayes.compare import compare
+def fit_and_check(args: Any, sim: Any, figures: Path) -> tuple[dict, dict, dict]:
+    """Fit each model by NUTS, check it and plot its agreement check.
+
+    Returns the fits, their predictive check tables and their cells of the LOO table
+    (accuracy, diagnostics, time), by model name.
+    """
     from crowdbayes.metrics import accuracy
     from crowdbayes.plots import plot_ppc_agreement
     from crowdbayes.predictive import predictive_check
 
-    args = parse_args(argv)
-    figures, tables = common.output_dirs(args.out)
-    sim = cb.simulate_item_difficulty(
-        n_items=args.n_items,
-        n_annotators=args.n_annotators,
-        n_categories=2,
-        labels_per_item=args.labels_per_item,
-        error_mean=args.error_mean,
-        item_scale=args.item_scale,
-        random_seed=args.seed,
-    )
     fits: dict[str, Any] = {}
     checks: dict[str, Any] = {}
     info: dict[str, list[str]] = {}
@@ -99,25 +90,48 @@ def main(argv: list[str] | None = None) -> int:
             common.fmt(seconds, 0),
         ]
         common.save_figure(plot_ppc_agreement(model), figures, f"case_study_ppc_{name}")
+    return fits, checks, info
 
-    header = ["statistic", "observed"] + [f"{name}: replicated [94 %], p" for name in fits]
+
+def ppc_rows(checks: dict[str, Any]) -> list[list[str]]:
+    """Per statistic: its observed value and, per model, the replicated mean [94 %] and p."""
+    first = checks[next(iter(checks))]
     rows = []
     for stat in STATISTICS:
-        first = checks[next(iter(checks))]
         row = [stat.replace("_", " "), common.fmt(first.loc[stat, "observed"], 3)]
-        for name in fits:
-            r = checks[name].loc[stat]
+        for check in checks.values():
+            r = check.loc[stat]
             row.append(
                 f"{r['replicated_mean']:.3f} [{r['replicated_low']:.3f}, "
                 f"{r['replicated_high']:.3f}], p = {r['ppp_value']:.2f}"
             )
         rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Simulate, fit, check, compare; write the tables and figures."""
+    import crowdbayes as cb
+
+    args = parse_args(argv)
+    figures, tables = common.output_dirs(args.out)
+    sim = cb.simulate_item_difficulty(
+        n_items=args.n_items,
+        n_annotators=args.n_annotators,
+        n_categories=2,
+        labels_per_item=args.labels_per_item,
+        error_mean=args.error_mean,
+        item_scale=args.item_scale,
+        random_seed=args.seed,
+    )
+    fits, checks, info = fit_and_check(args, sim, figures)
     design = (
         f"{args.n_items} simulated items with two categories, {args.n_annotators} "
         f"exchangeable annotators, {args.labels_per_item} labels per item; wrong-label "
         f"log-odds {args.error_mean:g} on an average item, between-item standard deviation "
         f"{args.item_scale:g}"
     )
+    header = ["statistic", "observed"] + [f"{name}: replicated [94 %], p" for name in fits]
     caption = (
         f"Posterior predictive checks on item-difficulty data ({design}): observed statistic, "
         f"replicated mean and 94 % interval over {args.ppc_draws} replicates, and posterior "
@@ -125,45 +139,16 @@ def main(argv: list[str] | None = None) -> int:
         "is the share of an item's labels equal to its modal label. "
         f"NUTS: {common.nuts_settings(args)}."
     )
-    common.write_table(tables, "case_study_ppc", header, rows, caption)
+    common.write_table(tables, "case_study_ppc", header, ppc_rows(checks), caption)
 
-    header = [
-        "model",
-        "elpd_loo",
-        "SE",
-        "elpd_diff",
-        "SE of diff",
-        "p_loo",
-        "Pareto k",
-        "accuracy",
-        "max R-hat",
-        "min ESS",
-        "divergences",
-        "time (s)",
-    ]
-    rows = []
-    if len(fits) >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            table = compare(fits)
-        for _, r in table.iterrows():
-            rows.append(
-                [
-                    str(r["model"]),
-                    common.fmt(r["elpd_loo"], 1),
-                    common.fmt(r["se"], 1),
-                    common.fmt(r["elpd_diff"], 1),
-                    common.fmt(r["dse"], 1),
-                    common.fmt(r["p_loo"], 1),
-                    r["warning"],
-                    *info[str(r["model"])],
-                ]
-            )
+    header = [*common.LOO_COLUMNS, "accuracy", "max R-hat", "min ESS", "divergences", "time (s)"]
+    loo = common.loo_rows(fits) if len(fits) >= 2 else []
     caption = (
         f"PSIS-LOO ranking of the fits to the item-difficulty data ({design}), best first, "
         "with each fit's accuracy against the simulated true labels and its convergence "
         f"diagnostics. NUTS: {common.nuts_settings(args)}."
     )
+    rows = [[*cells, *info[cells[0]]] for cells in loo]
     common.write_table(tables, "case_study_loo", header, rows, caption)
     return 0
 

@@ -48,7 +48,8 @@ def symbol(model: str, field: str) -> str:
 
 def priors_table(tables: Path) -> None:
     """Default prior settings of every Bayesian model."""
-    from crowdbayes.estimators import MODELS, BayesianCrowdModel
+    from crowdbayes.estimators import BayesianCrowdModel
+    from crowdbayes.models import MODELS
 
     rows = []
     for name, cls in MODELS.items():

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([*design, label, common.fmt(seconds, 1), *parts, common.fmt(acc, 3)])
         if crowdkit is not None:
             common.log(f"[{size} labels] crowd-kit DawidSkene")
-            frame = sim.annotations.rename(columns={"item": "task", "annotator": "worker"})
+            frame = common.crowdkit_frame(sim.annotations)
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
