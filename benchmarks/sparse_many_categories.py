@@ -6,7 +6,7 @@ vote, crowd-kit's EM Dawid-Skene (when installed), crowdbayes' Dawid-Skene (MAP 
 hierarchical model (NUTS) against the simulated truth, with sampling diagnostics.
 
     python benchmarks/sparse_many_categories.py [--draws 500 --tune 500 --chains 4 --seed 1]
-        [--sampler nutpie] [--mean-scale 1.5] [--models dawid-skene hierarchical-dawid-skene]
+        [--sampler nutpie] [--error-mean-sd 1.5] [--models dawid-skene hierarchical-dawid-skene]
 """
 
 import argparse
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1500)
     parser.add_argument("--annotators", type=int, default=100)
     _bench.add_sampling_options(parser, draws=500, tune=500, seed=1)
-    parser.add_argument("--mean-scale", type=float, default=None, help="hierarchical prior")
+    parser.add_argument("--error-mean-sd", type=float, default=None, help="hierarchical prior")
     parser.add_argument("--models", nargs="+", default=["dawid-skene", "hierarchical-dawid-skene"])
     args = parser.parse_args()
     sim = simulate(args.categories, args.items, args.annotators)
@@ -83,8 +83,8 @@ def main() -> None:
     print(row("dawid-skene MAP", time.perf_counter() - start, evaluate(ds_map, truth)))
     for name in args.models:
         priors = (
-            {"mean_scale": args.mean_scale}
-            if name == "hierarchical-dawid-skene" and args.mean_scale is not None
+            {"error_mean_sd": args.error_mean_sd}
+            if name == "hierarchical-dawid-skene" and args.error_mean_sd is not None
             else None
         )
         model = cb.get_model(name, priors=priors)

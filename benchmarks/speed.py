@@ -164,8 +164,8 @@ def _numpyro_setup(data: Any, model_name: str) -> tuple[Any, dict[str, Any], dic
         "n_annotators": data.n_annotators,
         "n_categories": data.n_categories,
         "mean_location": priors.mean_location(data.n_categories),
-        "mean_scale": priors.mean_scale,
-        "annotator_scale": priors.annotator_scale,
+        "mean_scale": priors.error_mean_sd,  # the NumPyro model's own argument names
+        "annotator_scale": priors.error_scale,
         "prevalence_concentration": priors.prevalence,
     }
     return nm.hierarchical_dawid_skene, kwargs, init

@@ -30,6 +30,8 @@ class PriorsBase:
 
     probability_fields: ClassVar[tuple[str, ...]] = ("prior_accuracy",)
     location_fields: ClassVar[tuple[str, ...]] = ()
+    #: Earlier names of fields, accepted by :meth:`from_dict` (results saved before a rename).
+    renamed_fields: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         for f in fields(self):  # type: ignore[arg-type]
@@ -66,7 +68,11 @@ class PriorsBase:
         >>> p = DawidSkenePriors(prior_accuracy=0.8)
         >>> DawidSkenePriors.from_dict(p.to_dict()) == p
         True
+        >>> from crowdbayes.models import HierarchicalDawidSkenePriors
+        >>> HierarchicalDawidSkenePriors.from_dict({"annotator_scale": 0.5}).error_scale  # old name
+        0.5
         """
+        values = {cls.renamed_fields.get(key, key): value for key, value in values.items()}
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = set(values) - names
         if unknown:
@@ -144,7 +150,7 @@ class LogitPriors(PriorsBase):
     prior_accuracy : float
         Accuracy (errors spread evenly) at which the prior on the population mean logits is
         centred. Default 0.7 (better than chance, which breaks label switching).
-    mean_scale : float
+    error_mean_sd : float
         Standard deviation of the Normal prior on each population mean logit. Default 1.5.
 
     Examples
@@ -153,9 +159,14 @@ class LogitPriors(PriorsBase):
     -0.847
     """
 
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "mean_scale": "error_mean_sd",
+        "annotator_scale": "error_scale",
+    }
+
     prevalence: float = 3.0
     prior_accuracy: float = 0.7
-    mean_scale: float = 1.5
+    error_mean_sd: float = 1.5
 
     def mean_location(self, n_categories: int) -> float:
         """Prior centre of a wrong-vs-right log-odds: ``log((1-a) / (a (K-1)))``."""

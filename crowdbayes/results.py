@@ -440,4 +440,3 @@ def make_provenance(**settings: Any) -> dict[str, Any]:
     attrs = {k: ("None" if v is None else v) for k, v in attrs.items()}
     attrs["id"] = provenance_id(attrs)
     return attrs
-

@@ -85,8 +85,10 @@ def glad_probability(point: dict[str, np.ndarray], n_k: int) -> RowProbability:
 def hand_log_prior(priors: GladPriors, point: dict[str, np.ndarray]) -> float:
     n_k = len(point["prevalence"])
     lp = stats.dirichlet.logpdf(point["prevalence"], np.full(n_k, priors.prevalence))
-    lp += stats.norm.logpdf(point["ability_mean"], priors.ability_location, priors.mean_scale)
-    lp += stats.halfnorm.logpdf(point["ability_scale"], scale=priors.annotator_scale)
+    lp += stats.norm.logpdf(
+        point["ability_mean"], priors.ability_mean_location, priors.ability_mean_sd
+    )
+    lp += stats.halfnorm.logpdf(point["ability_scale"], scale=priors.ability_scale)
     lp += stats.norm.logpdf(point["ability_effect"]).sum()
     lp += stats.halfnorm.logpdf(point["item_scale"], scale=priors.item_scale)
     lp += stats.norm.logpdf(point["item_effect"]).sum()
@@ -96,7 +98,11 @@ def hand_log_prior(priors: GladPriors, point: dict[str, np.ndarray]) -> float:
 PRIORS = {
     "default": GladPriors(),
     "other": GladPriors(
-        prevalence=1.7, ability_location=0.3, mean_scale=2.1, annotator_scale=0.6, item_scale=1.3
+        prevalence=1.7,
+        ability_mean_location=0.3,
+        ability_mean_sd=2.1,
+        ability_scale=0.6,
+        item_scale=1.3,
     ),
 }
 
@@ -165,8 +171,8 @@ def test_row_function_is_stable_for_large_logits() -> None:
 def test_priors_validate_and_round_trip() -> None:
     priors = GladPriors(item_scale=0.8)
     assert GladPriors.from_dict(priors.to_dict()) == priors
-    with pytest.raises(ValueError, match="ability_location"):
-        GladPriors(ability_location=float("inf"))
+    with pytest.raises(ValueError, match="ability_mean_location"):
+        GladPriors(ability_mean_location=float("inf"))
     with pytest.raises(ValueError, match="item_scale"):
         GladPriors(item_scale=0.0)
 

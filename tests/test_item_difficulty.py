@@ -101,7 +101,7 @@ def test_log_density_is_prior_plus_likelihood() -> None:
     frame, gold = toy_three()
     data = encode_annotations(frame, gold=gold)
     priors = ItemDifficultyPriors(
-        prevalence=1.3, prior_accuracy=0.65, mean_scale=1.3, item_scale=0.7
+        prevalence=1.3, prior_accuracy=0.65, error_mean_sd=1.3, item_scale=0.7
     )
     values = random_point(data, seed=3)
     probability = logit_probability(item_difficulty_logit(values, 3), 3)

@@ -130,8 +130,8 @@ def hand_log_prior(name: str, priors: Any, point: dict[str, np.ndarray]) -> floa
     else:
         a = priors.prior_accuracy
         location = math.log((1.0 - a) / (a * (n_k - 1)))
-        lp += stats.norm.logpdf(point["error_mean"], location, priors.mean_scale).sum()
-        lp += stats.halfnorm.logpdf(point["error_scale"], scale=priors.annotator_scale).sum()
+        lp += stats.norm.logpdf(point["error_mean"], location, priors.error_mean_sd).sum()
+        lp += stats.halfnorm.logpdf(point["error_scale"], scale=priors.error_scale).sum()
         lp += stats.norm.logpdf(point["annotator_effect"]).sum()
     return float(lp)
 
@@ -214,7 +214,7 @@ PRIORS = {
         ),
         "one-coin": cb.OneCoinPriors(prevalence=2.5, accuracy_alpha=3.0, accuracy_beta=2.0),
         "hierarchical-dawid-skene": cb.HierarchicalDawidSkenePriors(
-            prevalence=2.0, prior_accuracy=0.75, mean_scale=1.5, annotator_scale=0.5
+            prevalence=2.0, prior_accuracy=0.75, error_mean_sd=1.5, error_scale=0.5
         ),
     },
     "other-numbers": {
@@ -224,7 +224,7 @@ PRIORS = {
         ),
         "one-coin": cb.OneCoinPriors(prevalence=0.7, accuracy_alpha=5.1, accuracy_beta=1.1),
         "hierarchical-dawid-skene": cb.HierarchicalDawidSkenePriors(
-            prevalence=1.3, prior_accuracy=0.65, mean_scale=1.3, annotator_scale=0.7
+            prevalence=1.3, prior_accuracy=0.65, error_mean_sd=1.3, error_scale=0.7
         ),
     },
 }

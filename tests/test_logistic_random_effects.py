@@ -110,7 +110,7 @@ def test_log_density_is_prior_plus_likelihood() -> None:
     frame, gold = toy_three()
     data = encode_annotations(frame, gold=gold)
     priors = LogisticRandomEffectsPriors(
-        prevalence=1.3, prior_accuracy=0.65, mean_scale=1.3, annotator_scale=0.7, item_scale=0.9
+        prevalence=1.3, prior_accuracy=0.65, error_mean_sd=1.3, error_scale=0.7, item_scale=0.9
     )
     values = lre_point(data, seed=3)
     probability = logit_probability(lre_logit(values, 3), 3)
@@ -220,10 +220,10 @@ def test_simulator_rejects_bad_input() -> None:
 def test_registry_and_priors() -> None:
     assert MODELS["logistic-random-effects"] is LogisticRandomEffects
     assert isinstance(get_model("logistic-random-effects"), LogisticRandomEffects)
-    p = LogisticRandomEffectsPriors(annotator_scale=0.5)
+    p = LogisticRandomEffectsPriors(error_scale=0.5)
     assert LogisticRandomEffectsPriors.from_dict(p.to_dict()) == p
-    with pytest.raises(ValueError, match="annotator_scale"):
-        LogisticRandomEffectsPriors(annotator_scale=-1.0)
+    with pytest.raises(ValueError, match="error_scale"):
+        LogisticRandomEffectsPriors(error_scale=-1.0)
     with pytest.raises(ValueError, match="priors for logistic-random-effects must be"):
         LogisticRandomEffects(priors=3).fit(
             simulate_logistic_random_effects(n_items=5, random_seed=0).annotations, method="map"

@@ -72,11 +72,13 @@ def hand_theta(point: dict[str, np.ndarray], n_j: int, n_k: int) -> list[list[li
 def hand_log_prior(priors: MacePriors, point: dict[str, np.ndarray]) -> float:
     n_k = len(point["prevalence"])
     lp = stats.dirichlet.logpdf(point["prevalence"], np.full(n_k, priors.prevalence))
-    lp += stats.norm.logpdf(point["competence_mean"], priors.competence_location, priors.mean_scale)
-    lp += stats.halfnorm.logpdf(point["competence_scale"], scale=priors.annotator_scale)
+    lp += stats.norm.logpdf(
+        point["competence_mean"], priors.competence_mean_location, priors.competence_mean_sd
+    )
+    lp += stats.halfnorm.logpdf(point["competence_scale"], scale=priors.competence_scale)
     lp += stats.norm.logpdf(point["competence_effect"]).sum()
     for xi in point["spam_distribution"]:
-        lp += stats.dirichlet.logpdf(xi, np.full(n_k, priors.spam_concentration))
+        lp += stats.dirichlet.logpdf(xi, np.full(n_k, priors.spam_distribution))
     return float(lp)
 
 
@@ -84,10 +86,10 @@ PRIORS = {
     "default": MacePriors(),
     "other": MacePriors(
         prevalence=1.7,
-        competence_location=0.3,
-        mean_scale=2.1,
-        annotator_scale=0.6,
-        spam_concentration=1.3,
+        competence_mean_location=0.3,
+        competence_mean_sd=2.1,
+        competence_scale=0.6,
+        spam_distribution=1.3,
     ),
 }
 
@@ -137,12 +139,12 @@ def test_extreme_competence_stays_finite() -> None:
 
 
 def test_priors_validate_and_round_trip() -> None:
-    priors = MacePriors(spam_concentration=0.5)
+    priors = MacePriors(spam_distribution=0.5)
     assert MacePriors.from_dict(priors.to_dict()) == priors
-    with pytest.raises(ValueError, match="competence_location"):
-        MacePriors(competence_location=float("nan"))
-    with pytest.raises(ValueError, match="annotator_scale"):
-        MacePriors(annotator_scale=0.0)
+    with pytest.raises(ValueError, match="competence_mean_location"):
+        MacePriors(competence_mean_location=float("nan"))
+    with pytest.raises(ValueError, match="competence_scale"):
+        MacePriors(competence_scale=0.0)
 
 
 def test_simulator_matches_its_parameters() -> None:

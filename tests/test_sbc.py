@@ -142,7 +142,7 @@ def test_prior_draws_match_the_prior() -> None:
     hds = prior_simulator("hierarchical-dawid-skene", **DESIGN)
     mean = np.array([hds.parameters(seed)["error_mean"][0] for seed in range(300)])
     hds_priors = cb.HierarchicalDawidSkenePriors()
-    normal = stats.norm(hds_priors.mean_location(3), hds_priors.mean_scale)
+    normal = stats.norm(hds_priors.mean_location(3), hds_priors.error_mean_sd)
     assert stats.kstest(mean, normal.cdf).pvalue > 1e-3
 
 

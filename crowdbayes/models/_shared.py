@@ -214,7 +214,7 @@ def difficulty_coords(data: AnnotationData) -> dict[str, list[object]]:
 def error_mean_prior(priors: Any, n_categories: int) -> pt.TensorVariable:
     """``error_mean`` (dims ``error``): the population wrong-vs-right logits.
 
-    Normal around the log-odds of ``priors.prior_accuracy``, with sd ``priors.mean_scale``
+    Normal around the log-odds of ``priors.prior_accuracy``, with sd ``priors.error_mean_sd``
     (:class:`~crowdbayes.priors.LogitPriors`).
 
     Examples
@@ -227,7 +227,7 @@ def error_mean_prior(priors: Any, n_categories: int) -> pt.TensorVariable:
     return pm.Normal(
         "error_mean",
         mu=np.float64(priors.mean_location(n_categories)),
-        sigma=np.float64(priors.mean_scale),
+        sigma=np.float64(priors.error_mean_sd),
         dims="error",
     )
 
@@ -235,7 +235,7 @@ def error_mean_prior(priors: Any, n_categories: int) -> pt.TensorVariable:
 def annotator_logits(priors: Any, error_mean: pt.TensorVariable) -> pt.TensorVariable:
     """Each annotator's wrong-vs-right logits pooled around ``error_mean``, non-centred.
 
-    Adds ``error_scale`` (HalfNormal(``priors.annotator_scale``), dims ``error``) and
+    Adds ``error_scale`` (HalfNormal(``priors.error_scale``), dims ``error``) and
     ``annotator_effect`` (standard normal, dims ``annotator, error``) and returns
     ``error_mean + error_scale * annotator_effect`` (annotator, error).
 
@@ -247,9 +247,7 @@ def annotator_logits(priors: Any, error_mean: pt.TensorVariable) -> pt.TensorVar
     >>> logits.eval().shape
     (3, 2)
     """
-    error_scale = pm.HalfNormal(
-        "error_scale", sigma=np.float64(priors.annotator_scale), dims="error"
-    )
+    error_scale = pm.HalfNormal("error_scale", sigma=np.float64(priors.error_scale), dims="error")
     effect = pm.Normal("annotator_effect", 0.0, 1.0, dims=("annotator", "error"))
     return error_mean[None, :] + error_scale[None, :] * effect
 

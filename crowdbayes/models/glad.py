@@ -68,13 +68,13 @@ class GladPriors(PriorsBase):
     ----------
     prevalence : float
         Symmetric Dirichlet concentration of the prevalence. Default 3.
-    ability_location : float
+    ability_mean_location : float
         Centre of the Normal prior on the mean ability. Default 1 (crowd-kit's prior mean of
         every ability): a typical annotator labels an average item correctly 73 % of the
         time. Positive, which breaks the sign symmetry.
-    mean_scale : float
+    ability_mean_sd : float
         Standard deviation of that Normal prior. Default 1.
-    annotator_scale : float
+    ability_scale : float
         Scale of the HalfNormal prior on the between-annotator standard deviation of the
         abilities. Default 1.
     item_scale : float
@@ -91,12 +91,17 @@ class GladPriors(PriorsBase):
     ValueError: prior 'item_scale' must be finite and positive, got -1.0
     """
 
-    location_fields: ClassVar[tuple[str, ...]] = ("ability_location",)
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "ability_location": "ability_mean_location",
+        "mean_scale": "ability_mean_sd",
+        "annotator_scale": "ability_scale",
+    }
+    location_fields: ClassVar[tuple[str, ...]] = ("ability_mean_location",)
 
     prevalence: float = 3.0
-    ability_location: float = 1.0
-    mean_scale: float = 1.0
-    annotator_scale: float = 1.0
+    ability_mean_location: float = 1.0
+    ability_mean_sd: float = 1.0
+    ability_scale: float = 1.0
     item_scale: float = 0.5
 
 
@@ -148,9 +153,11 @@ def _global_variables(
     """Prevalence, mean ability, abilities (non-centred) and item scale, in the current model."""
     prevalence = prevalence_prior(data, priors.prevalence)
     ability_mean = pm.Normal(
-        "ability_mean", mu=np.float64(priors.ability_location), sigma=np.float64(priors.mean_scale)
+        "ability_mean",
+        mu=np.float64(priors.ability_mean_location),
+        sigma=np.float64(priors.ability_mean_sd),
     )
-    ability_scale = pm.HalfNormal("ability_scale", sigma=np.float64(priors.annotator_scale))
+    ability_scale = pm.HalfNormal("ability_scale", sigma=np.float64(priors.ability_scale))
     ability_effect = pm.Normal("ability_effect", 0.0, 1.0, dims="annotator")
     item_scale = pm.HalfNormal("item_scale", sigma=np.float64(priors.item_scale))
     return prevalence, ability_mean, ability_mean + ability_scale * ability_effect, item_scale

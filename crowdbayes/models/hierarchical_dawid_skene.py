@@ -52,9 +52,9 @@ class HierarchicalDawidSkenePriors(LogitPriors):
 
     Parameters
     ----------
-    prevalence, prior_accuracy, mean_scale : float
+    prevalence, prior_accuracy, error_mean_sd : float
         As in :class:`~crowdbayes.models._shared.LogitPriors`.
-    annotator_scale : float
+    error_scale : float
         Scale of the HalfNormal prior on each between-annotator standard deviation. Default 1.
 
     Examples
@@ -63,7 +63,7 @@ class HierarchicalDawidSkenePriors(LogitPriors):
     -0.847
     """
 
-    annotator_scale: float = 1.0
+    error_scale: float = 1.0
 
 
 def build_hierarchical_dawid_skene(

@@ -93,7 +93,7 @@ class ItemDifficultyPriors(LogitPriors):
 
     Parameters
     ----------
-    prevalence, prior_accuracy, mean_scale : float
+    prevalence, prior_accuracy, error_mean_sd : float
         As in :class:`~crowdbayes.models._shared.LogitPriors` (the accuracy on an item of
         average difficulty).
     item_scale : float

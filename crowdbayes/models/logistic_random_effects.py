@@ -80,10 +80,10 @@ class LogisticRandomEffectsPriors(LogitPriors):
 
     Parameters
     ----------
-    prevalence, prior_accuracy, mean_scale : float
+    prevalence, prior_accuracy, error_mean_sd : float
         As in :class:`~crowdbayes.models._shared.LogitPriors` (the accuracy of a typical
         annotator on an item of average difficulty).
-    annotator_scale : float
+    error_scale : float
         Scale of the HalfNormal prior on each between-annotator standard deviation
         ``error_scale``. Default 1.
     item_scale : float
@@ -96,7 +96,7 @@ class LogisticRandomEffectsPriors(LogitPriors):
     -0.847
     """
 
-    annotator_scale: float = 1.0
+    error_scale: float = 1.0
     item_scale: float = 1.0
 
 

@@ -48,15 +48,15 @@ class MacePriors(PriorsBase):
     ----------
     prevalence : float
         Symmetric Dirichlet concentration of the prevalence. Default 3.
-    competence_location : float
+    competence_mean_location : float
         Centre of the Normal prior on the mean competence logit. Default 1 (a typical
         annotator labels 73 % of items competently), which breaks label switching.
-    mean_scale : float
+    competence_mean_sd : float
         Standard deviation of that Normal prior. Default 1.5.
-    annotator_scale : float
+    competence_scale : float
         Scale of the HalfNormal prior on the between-annotator standard deviation of the
         competence logits. Default 1.
-    spam_concentration : float
+    spam_distribution : float
         Symmetric Dirichlet concentration of each annotator's spam distribution. Default 2:
         mildly towards uniform spamming, which keeps the spam distribution of an annotator with
         few labels off the simplex boundary (Hovy et al. and crowd-kit use 10, which nearly
@@ -64,21 +64,27 @@ class MacePriors(PriorsBase):
 
     Examples
     --------
-    >>> MacePriors().competence_location
+    >>> MacePriors().competence_mean_location
     1.0
-    >>> MacePriors(spam_concentration=0.0)
+    >>> MacePriors(spam_distribution=0.0)
     Traceback (most recent call last):
     ...
-    ValueError: prior 'spam_concentration' must be finite and positive, got 0.0
+    ValueError: prior 'spam_distribution' must be finite and positive, got 0.0
     """
 
-    location_fields: ClassVar[tuple[str, ...]] = ("competence_location",)
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "competence_location": "competence_mean_location",
+        "mean_scale": "competence_mean_sd",
+        "annotator_scale": "competence_scale",
+        "spam_concentration": "spam_distribution",
+    }
+    location_fields: ClassVar[tuple[str, ...]] = ("competence_mean_location",)
 
     prevalence: float = 3.0
-    competence_location: float = 1.0
-    mean_scale: float = 1.5
-    annotator_scale: float = 1.0
-    spam_concentration: float = 2.0
+    competence_mean_location: float = 1.0
+    competence_mean_sd: float = 1.5
+    competence_scale: float = 1.0
+    spam_distribution: float = 2.0
 
 
 def mace_log_confusion(
@@ -160,19 +166,19 @@ def build_mace(
         prevalence = prevalence_prior(data, priors.prevalence)
         mean = pm.Normal(
             "competence_mean",
-            mu=np.float64(priors.competence_location),
-            sigma=np.float64(priors.mean_scale),
+            mu=np.float64(priors.competence_mean_location),
+            sigma=np.float64(priors.competence_mean_sd),
         )
-        scale = pm.HalfNormal("competence_scale", sigma=np.float64(priors.annotator_scale))
+        scale = pm.HalfNormal("competence_scale", sigma=np.float64(priors.competence_scale))
         effect = pm.Normal("competence_effect", 0.0, 1.0, dims="annotator")
         logit = mean + scale * effect
         pm.Deterministic("competence", pm.math.invlogit(logit), dims="annotator")
         spam = pm.Dirichlet(
             "spam_distribution",
             a=positive_array(
-                priors.spam_concentration,
+                priors.spam_distribution,
                 (data.n_annotators, n_categories),
-                "spam_concentration",
+                "spam_distribution",
             ),
             default_transform=stick_breaking,
             dims=("annotator", "category"),

@@ -24,11 +24,15 @@ SYMBOLS = {
     "prior_accuracy": r"$a$",
     "accuracy_alpha": r"$a_0$",
     "accuracy_beta": r"$b_0$",
-    "mean_scale": r"$s_0$",
-    "annotator_scale": r"$s_1$",
-    "competence_location": r"$m_0$",
-    "ability_location": r"$m_0$",
-    "spam_concentration": r"$a_\xi$",
+    "error_mean_sd": r"$s_0$",
+    "competence_mean_sd": r"$s_0$",
+    "ability_mean_sd": r"$s_0$",
+    "error_scale": r"$s_1$",
+    "competence_scale": r"$s_1$",
+    "ability_scale": r"$s_1$",
+    "competence_mean_location": r"$m_0$",
+    "ability_mean_location": r"$m_0$",
+    "spam_distribution": r"$a_\xi$",
 }
 ITEM_SCALE_SYMBOL = {"item-difficulty": r"$s_1$"}
 SOURCES = {
