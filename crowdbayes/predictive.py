@@ -20,8 +20,8 @@ prevalence instead.
 
 The statistics that compare the observed labels with the replicates (agreement within items,
 self-agreement, category and annotator frequencies, vote-count histograms) and their table of
-posterior predictive p-values, :func:`check_table`, need no model: they are defined in
-:mod:`crowdbayes.crowd_statistics` and re-exported here. :func:`predictive_check` tabulates
+posterior predictive p-values, :func:`~crowdbayes.crowd_statistics.check_table`, need no model:
+they are defined in :mod:`crowdbayes.crowd_statistics`. :func:`predictive_check` tabulates
 them and stores the replicated labels and the p-values in the fit's DataTree.
 """
 
@@ -33,51 +33,14 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
-from crowdbayes.crowd_statistics import (
-    AGREEMENT_EDGES,
-    ONE_SIDED,
-    agreement_histogram,
-    agreement_sd,
-    annotator_frequencies,
-    category_frequencies,
-    check_table,
-    item_agreement,
-    item_vote_counts,
-    mean_agreement,
-    pairwise_agreement,
-    predictive_statistics,
-    self_agreement,
-    unanimous_share,
-    vote_count_discrepancy,
-    vote_count_histogram,
-)
+from crowdbayes.crowd_statistics import check_table
 from crowdbayes.data import AnnotationData, encode_annotations
 from crowdbayes.estimators import BayesianCrowdModel
 from crowdbayes.inference import c_backend, check_random_seed, seed_to_int
 from crowdbayes.models import get_model, rebuild_model
 from crowdbayes.results import FitResult
 
-__all__ = [
-    "AGREEMENT_EDGES",
-    "ONE_SIDED",
-    "item_vote_counts",
-    "item_agreement",
-    "mean_agreement",
-    "agreement_sd",
-    "unanimous_share",
-    "agreement_histogram",
-    "pairwise_agreement",
-    "self_agreement",
-    "category_frequencies",
-    "annotator_frequencies",
-    "vote_count_histogram",
-    "vote_count_discrepancy",
-    "predictive_statistics",
-    "posterior_predictive",
-    "prior_predictive",
-    "check_table",
-    "predictive_check",
-]
+__all__ = ["posterior_predictive", "predictive_check", "prior_predictive"]
 
 
 # ---------------------------------------------------------------------------- replication
@@ -299,7 +262,8 @@ def predictive_check(
     """Posterior predictive check of a fit with crowd-specific statistics.
 
     Replicates the labels (:func:`posterior_predictive`), compares every statistic of
-    :func:`predictive_statistics` with its replicated distribution (:func:`check_table`) and
+    :func:`~crowdbayes.crowd_statistics.predictive_statistics` with its replicated distribution
+    (:func:`~crowdbayes.crowd_statistics.check_table`) and
     stores, in the fit's DataTree, the replicated labels as the ``posterior_predictive`` group
     (variable ``label``, dims chain, draw, annotation, as ``observed_data``'s ``label``, so
     ArviZ's predictive-check tools read it) and the p-values as ``ppp_value`` (dim

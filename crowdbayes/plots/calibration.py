@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from crowdbayes import predictive
+from crowdbayes import crowd_statistics
 from crowdbayes.metrics import calibration_table, expected_calibration_error
 from crowdbayes.plots._common import (
     POINT_COLOR,
@@ -156,7 +156,7 @@ def plot_item_uncertainty(
     logistic-random-effects, GLAD) the x axis is the difficulty, the probability that a typical
     annotator mislabels the item, with its interval as a horizontal bar. For the other models
     it is the item's observed agreement: the share of its labels equal to its modal label
-    (:func:`crowdbayes.predictive.item_agreement`). Items that are hard, or whose labels
+    (:func:`crowdbayes.crowd_statistics.item_agreement`). Items that are hard, or whose labels
     disagree, should be the uncertain ones; a model that is sure of an item its annotators split
     over has explained the disagreement by annotator error.
 
@@ -204,7 +204,7 @@ def plot_item_uncertainty(
         high = table["difficulty_high"].to_numpy(dtype=float)
         x_label = "difficulty: P(a typical annotator mislabels the item)"
     else:
-        agreement = predictive.item_agreement(res.data.label_index, res.data)
+        agreement = crowd_statistics.item_agreement(res.data.label_index, res.data)
         by_item = pd.Series(agreement.to_numpy(), index=res.data.items)
         x = by_item.reindex(table.index).to_numpy(dtype=float)
         low = high = np.full_like(x, np.nan)

@@ -16,7 +16,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from crowdbayes import predictive
+from crowdbayes import crowd_statistics
 from crowdbayes.data import AnnotationData
 from crowdbayes.plots._common import (
     TRUTH_COLOR,
@@ -139,15 +139,15 @@ def plot_ppc_agreement(result: Any, replicated: Any = None) -> Figure:
     2
     """
     data, replicated, kind = _ppc_inputs(result, replicated)
-    hist_obs = predictive.agreement_histogram(data.label_index, data)
-    hist_rep = predictive.agreement_histogram(replicated, data)
+    hist_obs = crowd_statistics.agreement_histogram(data.label_index, data)
+    hist_rep = crowd_statistics.agreement_histogram(replicated, data)
     names = [str(b) for b in hist_obs["agreement_bin"].to_numpy()]
     stats = {
-        "mean agreement": predictive.mean_agreement,
-        "sd of agreement": predictive.agreement_sd,
-        "unanimous share": predictive.unanimous_share,
-        "pairwise agreement": predictive.pairwise_agreement,
-        "self-agreement": predictive.self_agreement,
+        "mean agreement": crowd_statistics.mean_agreement,
+        "sd of agreement": crowd_statistics.agreement_sd,
+        "unanimous share": crowd_statistics.unanimous_share,
+        "pairwise agreement": crowd_statistics.pairwise_agreement,
+        "self-agreement": crowd_statistics.self_agreement,
     }
     rows = []
     for label, fn in stats.items():
@@ -245,8 +245,8 @@ def plot_ppc_annotator_frequencies(
     order = np.argsort(-n_labels, kind="stable")
     if max_annotators is not None:
         order = order[:max_annotators]
-    obs = predictive.annotator_frequencies(data.label_index, data).to_numpy()[order][:, col]
-    rep = predictive.annotator_frequencies(replicated, data).to_numpy()[:, order][:, :, col]
+    obs = crowd_statistics.annotator_frequencies(data.label_index, data).to_numpy()[order][:, col]
+    rep = crowd_statistics.annotator_frequencies(replicated, data).to_numpy()[:, order][:, :, col]
 
     n = len(order)
     ncols = min(len(shown), 4)
@@ -321,8 +321,8 @@ def plot_ppc_vote_counts(
     'n = 5 labels: votes for 1'
     """
     data, replicated, kind = _ppc_inputs(result, replicated)
-    hist_obs = predictive.vote_count_histogram(data.label_index, data)
-    hist_rep = predictive.vote_count_histogram(replicated, data)
+    hist_obs = crowd_statistics.vote_count_histogram(data.label_index, data)
+    hist_rep = crowd_statistics.vote_count_histogram(replicated, data)
     sizes = hist_obs["n_labels"].to_numpy()
     if n_labels is None:
         per_size = hist_obs.isel(category=0).sum("votes").to_numpy()
