@@ -53,7 +53,7 @@ from crowdbayes.models import ItemDifficulty, LogisticRandomEffects
 from crowdbayes.models._shared import (
     difficulty_coords,
     error_log_probability,
-    mixture_log_likelihood,
+    observe_integrated_labels,
     select_label,
     spread_effect,
     sum_rows_by_item,
@@ -65,7 +65,6 @@ from crowdbayes.models.logistic_random_effects import (
     build_logistic_random_effects_integrated,
 )
 from crowdbayes.simulate import simulate_logistic_random_effects
-from crowdbayes.summaries import LABEL_JOINT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -97,9 +96,7 @@ def build_centred(data: AnnotationData, priors: LogisticRandomEffectsPriors | No
         ).sum(axis=-1)
         per_item = sum_rows_by_item(terms, rows.item_index, data.n_items)
         joint = pt.log(prevalence)[None, :] + prior + per_item
-        joint.name = LABEL_JOINT
-        model.add_named_variable(joint)
-        pm.Potential("label_likelihood", mixture_log_likelihood(joint, data.gold_index).sum())
+        observe_integrated_labels(data, joint)
     return model
 
 

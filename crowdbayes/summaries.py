@@ -202,9 +202,9 @@ class ConfusionJointEvaluator:
     ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
         """Yield ``(sample slice, label probabilities, item log-likelihoods)`` in chunks.
 
-        What :meth:`iterate` followed by :func:`~crowdbayes.models._kernels.normalise_joint`
+        What :meth:`iterate` followed by :func:`~crowdbayes.fast.draws.normalise_joint`
         gives, in one pass per sample over several threads
-        (:func:`~crowdbayes.models._kernels.label_posterior_draws`).
+        (:func:`~crowdbayes.fast.draws.label_posterior_draws`).
         """
         for sl, log_prevalence, log_confusion in self._chunks(posterior, max_elements):
             probs, item_ll = label_posterior_draws(log_prevalence, log_confusion, self.rows, gold)
