@@ -51,7 +51,7 @@ from crowdbayes.inference import sample_posterior
 from crowdbayes.metrics import evaluate
 from crowdbayes.models import ItemDifficulty, LogisticRandomEffects
 from crowdbayes.models._shared import (
-    difficulty_coords,
+    error_coords,
     error_log_probability,
     observe_integrated_labels,
     select_label,
@@ -79,7 +79,7 @@ def build_centred(data: AnnotationData, priors: LogisticRandomEffectsPriors | No
     n_k = data.n_categories
     wrong = n_k - 1
     rows = data.compressed
-    with pm.Model(coords=difficulty_coords(data)) as model:
+    with pm.Model(coords=error_coords(data)) as model:
         prevalence, _, item_scale, annotator_logits = _global_variables(data, priors)
         offset = pm.Flat("item_offset", dims=("item", "wrong_label"))
         logits = annotator_logits[rows.annotator_index] + spread_effect(

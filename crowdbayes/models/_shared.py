@@ -39,7 +39,6 @@ __all__ = [
     "confusion_rows",
     "diagonal_error_rate",
     "annotator_logits",
-    "difficulty_coords",
     "error_coords",
     "error_mean_prior",
     "error_log_probability",
@@ -175,7 +174,10 @@ def non_centred_start(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def error_coords(data: AnnotationData) -> dict[str, list[object]]:
-    """Model coordinates plus ``error``: the off-diagonal cells ``"true->label"``, row-major.
+    """Model coordinates plus ``error`` and ``wrong_label``, for the logit models.
+
+    ``error``: the off-diagonal cells ``"true->label"``, row-major; ``wrong_label``: the K - 1
+    slots of an item effect.
 
     Examples
     --------
@@ -183,30 +185,15 @@ def error_coords(data: AnnotationData) -> dict[str, list[object]]:
     >>> from crowdbayes.data import encode_annotations
     >>> data = encode_annotations(pd.DataFrame({"item": [1, 1], "annotator": ["a", "b"],
     ...                                         "label": ["x", "y"]}))
-    >>> error_coords(data)["error"]
-    ['x->y', 'y->x']
+    >>> coords = error_coords(data)
+    >>> coords["error"], coords["wrong_label"]
+    (['x->y', 'y->x'], [0])
     """
     rows, cols = off_diagonal_coords(data.n_categories)
     coords = model_coords(data)
     coords["error"] = [
         f"{data.categories[r]}->{data.categories[c]}" for r, c in zip(rows, cols, strict=True)
     ]
-    return coords
-
-
-def difficulty_coords(data: AnnotationData) -> dict[str, list[object]]:
-    """:func:`error_coords` plus ``wrong_label`` (the K - 1 slots of an item effect).
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> from crowdbayes.data import encode_annotations
-    >>> data = encode_annotations(pd.DataFrame({"item": [1, 1], "annotator": ["a", "b"],
-    ...                                         "label": ["x", "y"]}))
-    >>> difficulty_coords(data)["wrong_label"]
-    [0]
-    """
-    coords = error_coords(data)
     coords["wrong_label"] = list(range(data.n_categories - 1))
     return coords
 

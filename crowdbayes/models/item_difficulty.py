@@ -63,7 +63,7 @@ from crowdbayes.models._shared import (
     QUADRATURE_BUDGET,
     Replicate,
     diagonal_error_rate,
-    difficulty_coords,
+    error_coords,
     error_log_probability,
     error_logits,
     error_mean_prior,
@@ -190,7 +190,7 @@ def build_item_difficulty(
     """
     priors = ItemDifficultyPriors() if priors is None else priors
     n_categories = data.n_categories
-    with pm.Model(coords=difficulty_coords(data)) as model:
+    with pm.Model(coords=error_coords(data)) as model:
         prevalence, error_mean, item_scale = _global_variables(data, priors)
         item_effect = pm.Normal("item_effect", 0.0, 1.0, dims=("item", "wrong_label"))
         # Annotators are exchangeable: one (true_category, category) table per item.
@@ -252,7 +252,7 @@ def build_item_difficulty_integrated(
     nodes, log_weights = item_quadrature(n_categories - 1, min(max_nodes, max(budget, 1)))
     counts = np.zeros((data.n_items, n_categories))
     np.add.at(counts, (data.item_index, data.label_index), 1.0)
-    with pm.Model(coords=difficulty_coords(data)) as model:
+    with pm.Model(coords=error_coords(data)) as model:
         prevalence, error_mean, item_scale = _global_variables(data, priors)
         node_logits = error_mean[None, :] + item_scale[None, :] * (
             nodes @ slot_matrix(n_categories)

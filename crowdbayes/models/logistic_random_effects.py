@@ -46,7 +46,7 @@ from crowdbayes.models._shared import (
     Replicate,
     annotator_logits,
     diagonal_error_rate,
-    difficulty_coords,
+    error_coords,
     error_log_probability,
     error_logits,
     error_mean_prior,
@@ -188,7 +188,7 @@ def build_logistic_random_effects(
     """
     priors = LogisticRandomEffectsPriors() if priors is None else priors
     n_categories = data.n_categories
-    with pm.Model(coords=difficulty_coords(data)) as model:
+    with pm.Model(coords=error_coords(data)) as model:
         prevalence, error_mean, item_scale, annotator_logits = _global_variables(data, priors)
         item_effect = pm.Normal("item_effect", 0.0, 1.0, dims=("item", "wrong_label"))
         item_shift = item_scale[None, :] * spread_effect(item_effect, n_categories)
@@ -249,7 +249,7 @@ def build_logistic_random_effects_integrated(
     nodes, log_weights = item_quadrature(n_categories - 1, min(max_nodes, max(budget, 1)))
     n_nodes = len(nodes)
     onehot = np.eye(n_categories)[rows.label_index]
-    with pm.Model(coords=difficulty_coords(data)) as model:
+    with pm.Model(coords=error_coords(data)) as model:
         prevalence, error_mean, item_scale, annotator_logits = _global_variables(data, priors)
         node_shift = item_scale[None, :] * (nodes @ slot_matrix(n_categories))  # (node, error)
         logits = annotator_logits[rows.annotator_index][:, None, :] + node_shift[None]
