@@ -51,6 +51,7 @@ from crowdbayes.summaries import (
 __all__ = [
     "BayesianCrowdModel",
     "CrowdModel",
+    "Draws",
     "Method",
     "NotFittedError",
     "as_data",
@@ -195,7 +196,7 @@ def as_data(
 
 
 @dataclass
-class _Draws:
+class Draws:
     """What a fitting method returns: draws (one for the mode) and how they were obtained."""
 
     posterior: xr.Dataset
@@ -357,30 +358,18 @@ class BayesianCrowdModel(CrowdModel):
         start = self.start(data, priors)
         model = type(self).builder(data, priors)
         if method == "map":
-            run = _Draws(posterior=self._mode(model, start, data, priors))
+            run = Draws(posterior=self._mode(model, start, data, priors))
         elif method == "vi":
             run = self._approximate(model, start, data, draws, seed, progressbar, vi_iterations)
         else:
-            tree = sample_posterior(
-                model,
-                draws=draws,
-                tune=tune,
-                chains=chains,
-                sampler=sampler,
-                random_seed=seed,
-                initvals=start.initial_values,
-                target_accept=target_accept,
-                progressbar=progressbar,
-                cores=cores,
-            )
-            posterior, stats, permuted, relabelled = fix_label_switching(
-                tree["posterior"].to_dataset(),
-                tree["sample_stats"].to_dataset(),
-                data,
-                exact=self.relabel_exact,
-            )
-            seconds = float(posterior.attrs.get("sampling_time", 0.0))
-            run = _Draws(posterior, stats, seconds, permuted, relabelled)
+            nuts = {
+                "draws": draws,
+                "tune": tune,
+                "chains": chains,
+                "sampler": sampler,
+                "cores": cores,
+            }
+            run = self.sample(model, start, data, seed, target_accept, progressbar, **nuts)
         settings = {
             "method": method,
             "sampler": sampler if method == "nuts" else None,
@@ -393,6 +382,39 @@ class BayesianCrowdModel(CrowdModel):
         self._result = self._summarise(run, data, model, priors, start, settings, started)
         self._model = model
         return self
+
+    def sample(
+        self,
+        model: pm.Model,
+        start: Start,
+        data: AnnotationData,
+        seed: int,
+        target_accept: float,
+        progressbar: bool,
+        **nuts: Any,
+    ) -> Draws:
+        """NUTS from the starting values, then label-permuted chains relabelled or dropped.
+
+        ``nuts``: ``draws``, ``tune``, ``chains``, ``sampler``, ``cores`` of
+        :func:`~crowdbayes.inference.sample_posterior`. :meth:`fit` and simulation-based
+        calibration both sample through it.
+        """
+        tree = sample_posterior(
+            model,
+            random_seed=seed,
+            initvals=start.initial_values,
+            target_accept=target_accept,
+            progressbar=progressbar,
+            **nuts,
+        )
+        posterior, stats, permuted, relabelled = fix_label_switching(
+            tree["posterior"].to_dataset(),
+            tree["sample_stats"].to_dataset(),
+            data,
+            exact=self.relabel_exact,
+        )
+        seconds = float(posterior.attrs.get("sampling_time", 0.0))
+        return Draws(posterior, stats, seconds, permuted, relabelled)
 
     def _mode(self, model: pm.Model, start: Start, data: AnnotationData, priors: Any) -> xr.Dataset:
         """The posterior mode as one draw: EM's where exact, else L-BFGS."""
@@ -422,7 +444,7 @@ class BayesianCrowdModel(CrowdModel):
         seed: int,
         progressbar: bool,
         vi_iterations: int | None,
-    ) -> _Draws:
+    ) -> Draws:
         """Mean-field ADVI started at the starting values."""
         if vi_iterations is None:
             vi_iterations = default_vi_iterations(len(data.compressed.item_index))
@@ -434,11 +456,11 @@ class BayesianCrowdModel(CrowdModel):
             random_seed=seed,
             progressbar=progressbar,
         )
-        return _Draws(posterior, sampling_seconds=info.seconds, vi_info=info)
+        return Draws(posterior, sampling_seconds=info.seconds, vi_info=info)
 
     def _summarise(
         self,
-        run: _Draws,
+        run: Draws,
         data: AnnotationData,
         model: pm.Model,
         priors: Any,
@@ -501,7 +523,7 @@ class BayesianCrowdModel(CrowdModel):
 
     def _diagnostics(
         self,
-        run: _Draws,
+        run: Draws,
         posterior: xr.Dataset,
         diag_vars: list[str],
         spread: tuple[float, Any],

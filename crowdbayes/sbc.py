@@ -55,11 +55,10 @@ from crowdbayes.diagnostics import (
     Diagnostics,
     SamplingWarning,
     compute_diagnostics,
-    fix_label_switching,
 )
 from crowdbayes.estimators import BayesianCrowdModel
 from crowdbayes.fast.nutpie import compile_model, reused_callbacks
-from crowdbayes.inference import Sampler, c_backend, sample_posterior, seed_to_int
+from crowdbayes.inference import Sampler, c_backend, seed_to_int
 from crowdbayes.models import get_model
 from crowdbayes.sbc_statistics import (
     SBCResult,
@@ -367,28 +366,24 @@ def _fit(
     on each item's label probabilities.
     """
     priors = estimator.resolved_priors()
-    start = estimator.start(data, priors)
+    model = type(estimator).builder(data, priors)
     with c_backend():
-        tree = sample_posterior(
-            type(estimator).builder(data, priors),
-            random_seed=seed,
-            initvals=start.initial_values,
-            target_accept=estimator.default_target_accept,
-            progressbar=False,
+        run = estimator.sample(
+            model,
+            estimator.start(data, priors),
+            data,
+            seed,
+            estimator.default_target_accept,
+            False,
             **sampling,
         )
-    posterior, sample_stats, permuted, relabelled = fix_label_switching(
-        tree["posterior"].to_dataset(),
-        tree["sample_stats"].to_dataset(),
-        data,
-        exact=estimator.relabel_exact,
-    )
+    posterior = run.posterior
     diagnostics = compute_diagnostics(
         posterior,
-        sample_stats,
+        run.sample_stats,
         [v for v in estimator.diagnostic_vars if v in posterior],
-        permuted_chains=permuted,
-        relabelled=relabelled,
+        permuted_chains=run.permuted,
+        relabelled=run.relabelled,
     )
     for message in diagnostics.messages:
         warnings.warn(f"{estimator.name}: {message}", SamplingWarning, stacklevel=2)
