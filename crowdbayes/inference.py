@@ -22,6 +22,9 @@ import pymc as pm
 import pytensor
 import xarray as xr
 
+from crowdbayes.diagnostics import SamplingWarning
+from crowdbayes.fast import nutpie as fast_nutpie
+
 __all__ = [
     "Sampler",
     "SAMPLERS",
@@ -281,9 +284,7 @@ def _sample_nutpie(
     import nutpie
     from pymc.backends.arviz import patch_nutpie_idata
 
-    from crowdbayes.fast.nutpie import compile_model
-
-    compiled = compile_model(model, initvals)
+    compiled = fast_nutpie.compile_model(model, initvals)
     if compiled is None:
         return None
     _log.info("NUTS[nutpie]: %s", [rv.name for rv in model.free_RVs])
@@ -338,15 +339,9 @@ def find_map(
     >>> round(float(find_map(m)["x"].squeeze()), 3)
     2.0
     """
-    from crowdbayes.diagnostics import SamplingWarning
-
-    with model:
+    with c_backend(), model:
         tree = pm.find_MAP(
-            initvals=start,
-            progressbar=progressbar,
-            return_inferencedata=True,
-            jitter=False,
-            compile_kwargs={"mode": "CVM"},
+            initvals=start, progressbar=progressbar, return_inferencedata=True, jitter=False
         )
     result = tree["optimizer_result"].to_dataset()
     if not bool(result["success"]):
